@@ -1,1 +1,36 @@
-//! placeholder
+//! krest-core: the Krest-MQ broker as a deterministic, sans-IO state machine.
+//!
+//! The core never touches a socket, a file, a clock, a thread or an unseeded random number.
+//! A runtime (tokio, smol, or the simulator) drives it:
+//!
+//! 1. Build it once: `Node::new(config, recovered, seed, now)`, where `recovered` is what the
+//!    storage crate read back from disk.
+//! 2. For every event (a client frame, a storage completion, a timer), call
+//!    `node.handle(now, input)`. Timers due at `now` fire first.
+//! 3. Drain `node.poll_command()` until it returns `None`, executing each command in order:
+//!    send a frame, close a connection, pause reading, append or sync a log, answer an admin
+//!    request.
+//! 4. Sleep until the next input or `node.poll_timeout()`, whichever comes first, then send
+//!    `Input::Tick` if the timeout won.
+//!
+//! Replies that promise durability (publish confirms, acks of durable queues) are emitted only
+//! after storage reported the records synced.
+
+#[cfg(test)]
+mod harness;
+
+pub mod config;
+pub mod ids;
+pub mod io;
+pub mod node;
+pub mod queue;
+pub mod rng;
+pub mod time;
+pub mod timer;
+
+pub use config::Config;
+pub use io::{
+    AdminHttpRequest, Command, Input, LogId, LogRecord, Recovered, StorageDone, StorageRequest,
+};
+pub use node::{Node, RecoveryError};
+pub use time::{Instant, Millis, Now, UnixMillis};

@@ -1,0 +1,338 @@
+//! Configuration: the limits and defaults the core enforces, and the server settings the
+//! runtimes read, in one schema shared by every runtime.
+//!
+//! Layering (built-in defaults < `krest.toml` < `KREST_*` environment < flags) is done by the
+//! runtime; this module parses TOML text (unknown keys are errors that name the key), applies
+//! `section.key=value` overrides, and validates the result. It reads no files.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and addresses.
+    pub server: ServerConfig,
+    /// Bounds on every table and message.
+    pub limits: Limits,
+    /// What a queue declared without settings gets.
+    pub queue_defaults: QueueDefaults,
+    /// On-disk layout.
+    pub storage: StorageConfig,
+}
+
+/// Identity and addresses of the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// This node's id ("Kid" in the original Krest-MQ).
+    pub node_id: u64,
+    /// Where clients connect.
+    pub listen: String,
+    /// Where the admin HTTP API listens.
+    pub admin_listen: String,
+    /// Where logs and metadata live.
+    pub data_dir: String,
+}
+
+/// Bounds. Every in-memory table of the core has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame a client may send (and the server will send).
+    pub max_frame_bytes: u32,
+    /// Largest message: payload plus headers.
+    pub max_message_bytes: u32,
+    /// Most client connections at once (enforced by the runtime).
+    pub max_connections: u32,
+    /// Most queues on the node.
+    pub max_queues: u32,
+    /// Most consumers on one connection.
+    pub max_consumers_per_connection: u32,
+    /// Most subscriptions (durable and broadcast) on one queue.
+    pub max_subscriptions_per_queue: u32,
+    /// Most unacked deliveries per consumer (caps `prefetch`).
+    pub max_in_flight_per_consumer: u32,
+    /// Most messages in one fetch answer.
+    pub max_fetch_messages: u32,
+    /// Longest a fetch may wait.
+    pub max_fetch_wait_ms: u64,
+    /// Unconfirmed publishes per connection before the server stops reading from it.
+    pub max_unconfirmed_per_connection: u32,
+    /// Longest ack timeout or lease extension.
+    pub max_ack_timeout_ms: u64,
+    /// Latest deliver-at, counted from now.
+    pub max_delay_ms: u64,
+    /// Idempotency entries remembered per producer.
+    pub idempotency_window_per_producer: u32,
+    /// Producers whose idempotency entries are remembered.
+    pub max_idempotent_producers: u32,
+    /// A connection that sends nothing for this long is closed (enforced by the runtime).
+    pub idle_timeout_ms: u64,
+}
+
+/// Defaults for queue settings left at zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueDefaults {
+    /// Messages a queue holds before its overflow policy applies.
+    pub max_messages: u64,
+    /// Payload bytes a queue holds before its overflow policy applies.
+    pub max_bytes: u64,
+    /// How long a delivery stays leased without an ack.
+    pub ack_timeout_ms: u64,
+    /// Deliveries before dead-lettering; 0 means unlimited.
+    pub max_deliveries: u32,
+    /// Push credit when a subscribe asks for 0.
+    pub prefetch: u32,
+}
+
+/// On-disk layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Size at which a log rolls to a new segment file.
+    pub segment_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: 1,
+            listen: "127.0.0.1:7654".into(),
+            admin_listen: "127.0.0.1:7655".into(),
+            data_dir: "./krest-data".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_connections: 10_000,
+            max_queues: 10_000,
+            max_consumers_per_connection: 1_000,
+            max_subscriptions_per_queue: 1_000,
+            max_in_flight_per_consumer: 10_000,
+            max_fetch_messages: 1_000,
+            max_fetch_wait_ms: 300_000,
+            max_unconfirmed_per_connection: 4_096,
+            max_ack_timeout_ms: 24 * 60 * 60 * 1000,
+            max_delay_ms: 366 * 24 * 60 * 60 * 1000,
+            idempotency_window_per_producer: 4_096,
+            max_idempotent_producers: 4_096,
+            idle_timeout_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for QueueDefaults {
+    fn default() -> Self {
+        QueueDefaults {
+            max_messages: 10_000_000,
+            max_bytes: 4 * 1024 * 1024 * 1024,
+            ack_timeout_ms: 30_000,
+            max_deliveries: 0,
+            prefetch: 256,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    /// `section.key`, or the file for syntax errors.
+    pub key: String,
+    /// What is wrong, in a sentence.
+    pub reason: String,
+}
+
+impl Config {
+    /// Parses a `krest.toml`. Missing keys keep their defaults; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError {
+            key: "krest.toml".into(),
+            reason: error.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (for `--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config schema always serialises")
+    }
+
+    /// Sets one `section.key` from text, as the environment and flags do.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let (section, field) = key.split_once('.').ok_or_else(|| ConfigError {
+            key: key.into(),
+            reason: "expected section.key".into(),
+        })?;
+        let mut table = toml::Table::try_from(&*self).expect("the config schema serialises");
+        let section_table = table
+            .get_mut(section)
+            .and_then(|value| value.as_table_mut())
+            .ok_or_else(|| ConfigError {
+                key: key.into(),
+                reason: format!("unknown section '{section}'"),
+            })?;
+        let current = section_table.get(field).ok_or_else(|| ConfigError {
+            key: key.into(),
+            reason: format!("unknown key '{field}' in section '{section}'"),
+        })?;
+        let parsed = match current {
+            toml::Value::String(_) => toml::Value::String(value.to_string()),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(value.trim().parse().map_err(|_| ConfigError {
+                    key: key.into(),
+                    reason: format!("'{value}' is not a whole number"),
+                })?)
+            }
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(value.trim().parse().map_err(|_| ConfigError {
+                    key: key.into(),
+                    reason: format!("'{value}' is not true or false"),
+                })?)
+            }
+            other => {
+                return Err(ConfigError {
+                    key: key.into(),
+                    reason: format!("cannot set a {} from text", other.type_str()),
+                })
+            }
+        };
+        section_table.insert(field.to_string(), parsed);
+        let updated: Config = table
+            .try_into()
+            .map_err(|error: toml::de::Error| ConfigError {
+                key: key.into(),
+                reason: error.message().to_string(),
+            })?;
+        updated.validate()?;
+        *self = updated;
+        Ok(())
+    }
+
+    /// Checks relations between values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: &str| {
+            Err(ConfigError {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let limits = &self.limits;
+        if limits.max_frame_bytes < 1024 {
+            return fail("limits.max_frame_bytes", "must be at least 1024");
+        }
+        if u64::from(limits.max_message_bytes) + 1024 > u64::from(limits.max_frame_bytes) {
+            return fail(
+                "limits.max_message_bytes",
+                "must leave at least 1024 bytes of max_frame_bytes for the frame's envelope",
+            );
+        }
+        for (key, value) in [
+            ("limits.max_connections", limits.max_connections),
+            ("limits.max_queues", limits.max_queues),
+            (
+                "limits.max_consumers_per_connection",
+                limits.max_consumers_per_connection,
+            ),
+            (
+                "limits.max_subscriptions_per_queue",
+                limits.max_subscriptions_per_queue,
+            ),
+            (
+                "limits.max_in_flight_per_consumer",
+                limits.max_in_flight_per_consumer,
+            ),
+            ("limits.max_fetch_messages", limits.max_fetch_messages),
+            (
+                "limits.max_unconfirmed_per_connection",
+                limits.max_unconfirmed_per_connection,
+            ),
+            (
+                "limits.idempotency_window_per_producer",
+                limits.idempotency_window_per_producer,
+            ),
+            (
+                "limits.max_idempotent_producers",
+                limits.max_idempotent_producers,
+            ),
+            ("queue_defaults.prefetch", self.queue_defaults.prefetch),
+        ] {
+            if value == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if self.queue_defaults.ack_timeout_ms == 0
+            || self.queue_defaults.ack_timeout_ms > limits.max_ack_timeout_ms
+        {
+            return fail(
+                "queue_defaults.ack_timeout_ms",
+                "must be between 1 and limits.max_ack_timeout_ms",
+            );
+        }
+        if self.queue_defaults.max_messages == 0 || self.queue_defaults.max_bytes == 0 {
+            return fail(
+                "queue_defaults",
+                "max_messages and max_bytes must be at least 1",
+            );
+        }
+        if self.storage.segment_bytes < 4096 {
+            return fail("storage.segment_bytes", "must be at least 4096");
+        }
+        if limits.idle_timeout_ms == 0 {
+            return fail("limits.idle_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let error = Config::from_toml("[limits]\nmax_frame_byts = 5\n").unwrap_err();
+        assert!(error.reason.contains("max_frame_byts"), "{error}");
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let config = Config::from_toml("[server]\nnode_id = 7\n").unwrap();
+        assert_eq!(config.server.node_id, 7);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn set_parses_by_the_type_of_the_key_and_refuses_unknown_keys() {
+        let mut config = Config::default();
+        config.set("limits.max_queues", "12").unwrap();
+        assert_eq!(config.limits.max_queues, 12);
+        config.set("server.listen", "127.0.0.1:1").unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:1");
+        assert!(config.set("limits.max_queues", "many").is_err());
+        assert!(config.set("limits.nothing", "1").is_err());
+        assert!(config.set("limits.max_queues", "0").is_err());
+    }
+
+    #[test]
+    fn the_printed_config_parses_back_to_itself() {
+        let config = Config::default();
+        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+    }
+}

@@ -1,0 +1,215 @@
+//! What goes into the core ([`Input`]) and what comes out ([`Command`]).
+//!
+//! The runtime feeds one input at a time to `Node::handle`, then drains every command with
+//! `Node::poll_command` and carries them out in order. Commands for one client or one log must be
+//! executed in the order they were emitted.
+
+use bytes::Bytes;
+
+use crate::ids::{AdminRequestId, ConnId, LogIndex, QueueId, Term};
+
+/// One event for the core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Nothing happened but time passed; timers due at `now` fire. Sent when `poll_timeout`
+    /// is reached (spurious ticks are harmless).
+    Tick,
+    /// A client connected. The runtime chose `conn`, unique while the node runs. Nothing is
+    /// sent back until the client's Hello.
+    ClientConnected {
+        /// The new connection.
+        conn: ConnId,
+    },
+    /// One complete frame body from a client (the length prefix already removed, its bound
+    /// checked). The core decodes it; a malformed body gets an error frame and a close.
+    ClientFrame {
+        /// From whom.
+        conn: ConnId,
+        /// The protobuf body of a `ClientFrame`.
+        body: Bytes,
+    },
+    /// The runtime's frame decoder refused the byte stream (for example a length over the
+    /// maximum). The core answers with an error frame and closes the connection.
+    ClientStreamError {
+        /// Whose stream.
+        conn: ConnId,
+        /// What was wrong, for the client.
+        reason: String,
+    },
+    /// The connection is gone (closed by the client, by an error, or after `CloseClient`).
+    /// Its unacked deliveries go back to their queues.
+    ClientDisconnected {
+        /// Which.
+        conn: ConnId,
+    },
+    /// A storage request finished.
+    StorageDone(StorageDone),
+    /// An admin HTTP request. Answered with exactly one `Command::AdminResponse`.
+    Admin {
+        /// Chosen by the runtime, echoed in the response.
+        request: AdminRequestId,
+        /// The request.
+        http: AdminHttpRequest,
+    },
+}
+
+/// An admin request as the core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminHttpRequest {
+    /// `GET`, `PUT`, `POST`, `DELETE`.
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    /// Without `?`.
+    pub query: String,
+    /// The body, JSON where one is expected.
+    pub body: Vec<u8>,
+}
+
+/// The result of storage work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageDone {
+    /// Every record of `log` up to `through` is durable.
+    Synced {
+        /// Which log.
+        log: LogId,
+        /// The last durable index.
+        through: LogIndex,
+    },
+    /// A request on `log` failed. The node fences itself: it confirms nothing from now on.
+    Failed {
+        /// Which log.
+        log: LogId,
+        /// What the storage reported, for operators.
+        reason: String,
+    },
+}
+
+/// One action for the runtime.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write `frame` (a complete frame, length prefix included) to the client. If the client
+    /// is gone, drop it.
+    SendToClient {
+        /// To whom.
+        conn: ConnId,
+        /// The bytes to write.
+        frame: Bytes,
+    },
+    /// Flush what was sent to the client, then close the connection. The runtime reports
+    /// `ClientDisconnected` afterwards.
+    CloseClient {
+        /// Which.
+        conn: ConnId,
+        /// Why, for the server's log.
+        reason: String,
+    },
+    /// Stop (`false`) or resume (`true`) reading from the client's socket: TCP back-pressure
+    /// while its unconfirmed publishes are at the limit.
+    SetReading {
+        /// Which.
+        conn: ConnId,
+        /// Whether to read.
+        enabled: bool,
+    },
+    /// Work for the storage thread; completions come back as `Input::StorageDone`.
+    Storage(StorageRequest),
+    /// The answer to `Input::Admin`.
+    AdminResponse {
+        /// Which request.
+        request: AdminRequestId,
+        /// HTTP status.
+        status: u16,
+        /// Content type of `body`.
+        content_type: &'static str,
+        /// The body.
+        body: Vec<u8>,
+    },
+}
+
+/// A log the core writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogId {
+    /// Queue declarations and durable subscriptions.
+    Metadata,
+    /// One queue's messages, acks and removals.
+    Queue(QueueId),
+}
+
+impl LogId {
+    /// The log's directory name: `meta` or `queue-<id>`.
+    pub fn name(&self) -> String {
+        match self {
+            LogId::Metadata => "meta".into(),
+            LogId::Queue(queue) => format!("queue-{}", queue.0),
+        }
+    }
+
+    /// The inverse of [`LogId::name`].
+    pub fn from_name(name: &str) -> Option<LogId> {
+        if name == "meta" {
+            return Some(LogId::Metadata);
+        }
+        let digits = name.strip_prefix("queue-")?;
+        if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(|id| LogId::Queue(QueueId(id)))
+    }
+}
+
+/// One record of a log: its position, its term and an opaque body (a protobuf the core
+/// encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The term it was written in.
+    pub term: Term,
+    /// Its position.
+    pub index: LogIndex,
+    /// The encoded record.
+    pub body: Bytes,
+}
+
+/// Work for the storage thread. Requests on one log are executed in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageRequest {
+    /// Create an empty log (a no-op if it exists and is empty).
+    CreateLog {
+        /// Which.
+        log: LogId,
+    },
+    /// Append records (consecutive indexes following the log's last). Not durable until a
+    /// `Sync`; failures are reported as `StorageDone::Failed`.
+    Append {
+        /// Which log.
+        log: LogId,
+        /// In index order.
+        records: Vec<LogRecord>,
+    },
+    /// Make every record appended before this request durable, then answer
+    /// `StorageDone::Synced`. One fsync may serve many syncs (group commit).
+    Sync {
+        /// Which log.
+        log: LogId,
+    },
+    /// Delete segment files whose records all have indexes below `index`.
+    DeleteSegmentsBelow {
+        /// Which log.
+        log: LogId,
+        /// The first index still needed.
+        index: LogIndex,
+    },
+    /// Delete the whole log.
+    DeleteLog {
+        /// Which.
+        log: LogId,
+    },
+}
+
+/// What storage recovered at startup, handed to `Node::new`.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// Every log found, with its valid records in index order.
+    pub logs: Vec<(LogId, Vec<LogRecord>)>,
+}

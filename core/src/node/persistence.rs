@@ -1,0 +1,455 @@
+//! Logs and confirms: records waiting to be appended, what each log has made durable, and the
+//! replies that wait for durability ("waiters").
+//!
+//! Rules kept here:
+//! - records get consecutive indexes per log; they leave for storage at the end of `handle`,
+//!   one `Append` and one `Sync` per log;
+//! - a waiter's action runs only when every (log, index) it needs is synced, and never after the
+//!   node is fenced: a storage failure answers every waiter with `UNAVAILABLE` and stops all
+//!   confirms for good;
+//! - a message of a durable queue becomes deliverable when its publish record is synced.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use krest_proto::client::{server_frame, ErrorCode};
+use krest_proto::storage::{queue_record, Acked, QueueRecord, RemoveReason, Removed};
+use prost::Message as _;
+
+use super::Node;
+use crate::ids::{AdminRequestId, ConnId, LogIndex, QueueId, Sequence, SubscriptionId, WaiterId};
+use crate::io::{Command, LogId, LogRecord, StorageDone, StorageRequest};
+use crate::queue::Effects;
+
+/// Records per `Removed` record, so purging a large queue writes bounded records.
+const REMOVED_PER_RECORD: usize = 8_192;
+
+/// The core's view of one log.
+#[derive(Debug, Default)]
+pub(super) struct LogState {
+    /// The index the next record gets.
+    pub next_index: LogIndex,
+    /// Every record up to here is durable.
+    pub synced_index: LogIndex,
+    /// Records not yet handed to storage.
+    pub unsent: Vec<LogRecord>,
+    /// Durable-queue messages that become deliverable once their record is synced.
+    pub deliverable_after_sync: VecDeque<(LogIndex, Sequence)>,
+    /// Waiters by the index they need.
+    pub waiting: BTreeSet<(LogIndex, WaiterId)>,
+    /// The last `DeleteSegmentsBelow` sent.
+    pub deleted_below: LogIndex,
+}
+
+impl LogState {
+    /// A log whose records up to `last` are durable.
+    pub fn recovered(last: LogIndex) -> LogState {
+        LogState {
+            next_index: last.next(),
+            synced_index: last,
+            ..LogState::default()
+        }
+    }
+}
+
+/// What to do when durability is reached.
+#[derive(Debug, Clone)]
+pub(super) enum WaiterAction {
+    /// Send a prepared success frame; `confirms` publishes of the connection are settled.
+    Client {
+        conn: ConnId,
+        request_id: u64,
+        frame: Bytes,
+        confirms: u32,
+    },
+    /// Answer an admin request.
+    Admin {
+        request: AdminRequestId,
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// The dead-letter copy is stored; the source subscription may let go.
+    FinishDeadLetter {
+        queue: QueueId,
+        subscription: SubscriptionId,
+        sequence: Sequence,
+    },
+}
+
+/// One pending action and how many (log, index) needs it still has.
+#[derive(Debug)]
+struct Waiter {
+    unmet: usize,
+    action: WaiterAction,
+}
+
+/// The waiter table.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    table: BTreeMap<WaiterId, Waiter>,
+    next_id: u64,
+}
+
+impl Waiters {
+    /// Waiting actions.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Node {
+    /// Queues a record for `log`; returns its index.
+    pub(super) fn append_record(&mut self, log: LogId, body: Bytes) -> LogIndex {
+        let term = self.term;
+        let state = self.logs.get_mut(&log).expect("appending to a known log");
+        let index = state.next_index;
+        state.next_index = index.next();
+        state.unsent.push(LogRecord { term, index, body });
+        index
+    }
+
+    /// Creates the core's state for a new, empty log and asks storage to create it.
+    pub(super) fn create_log(&mut self, log: LogId) {
+        assert!(!self.logs.contains_key(&log), "log {log:?} exists");
+        self.logs.insert(
+            log,
+            LogState {
+                next_index: LogIndex(1),
+                ..LogState::default()
+            },
+        );
+        self.commands
+            .push_back(Command::Storage(StorageRequest::CreateLog { log }));
+    }
+
+    /// Runs `action` once every need is durable (at once if all already are).
+    pub(super) fn when_durable(&mut self, needs: &[(LogId, LogIndex)], action: WaiterAction) {
+        if let Some(reason) = self.fenced.clone() {
+            self.fail_waiter(action, &reason);
+            return;
+        }
+        let unmet: Vec<(LogId, LogIndex)> = needs
+            .iter()
+            .copied()
+            .filter(|(log, index)| {
+                self.logs
+                    .get(log)
+                    .is_some_and(|state| state.synced_index < *index)
+            })
+            .collect();
+        if unmet.is_empty() {
+            self.run_waiter(action);
+            return;
+        }
+        let id = WaiterId(self.waiters.next_id);
+        self.waiters.next_id += 1;
+        for (log, index) in &unmet {
+            self.logs
+                .get_mut(log)
+                .expect("filtered to known logs")
+                .waiting
+                .insert((*index, id));
+        }
+        self.waiters.table.insert(
+            id,
+            Waiter {
+                unmet: unmet.len(),
+                action,
+            },
+        );
+    }
+
+    fn run_waiter(&mut self, action: WaiterAction) {
+        match action {
+            WaiterAction::Client {
+                conn,
+                frame,
+                confirms,
+                ..
+            } => {
+                self.send_frame_bytes(conn, frame);
+                self.settle_confirms(conn, confirms);
+            }
+            WaiterAction::Admin {
+                request,
+                status,
+                body,
+            } => self.admin_respond(request, status, body),
+            WaiterAction::FinishDeadLetter {
+                queue,
+                subscription,
+                sequence,
+            } => {
+                self.with_queue(queue, |queue, effects| {
+                    queue.finish_dead_letter(subscription, sequence, effects)
+                });
+            }
+        }
+    }
+
+    /// Answers a waiter that can never be satisfied.
+    fn fail_waiter(&mut self, action: WaiterAction, reason: &str) {
+        match action {
+            WaiterAction::Client {
+                conn,
+                request_id,
+                confirms,
+                ..
+            } => {
+                self.send_error(conn, request_id, ErrorCode::Unavailable, reason.to_string());
+                self.settle_confirms(conn, confirms);
+            }
+            WaiterAction::Admin { request, .. } => {
+                self.admin_error(request, ErrorCode::Unavailable, reason.to_string())
+            }
+            WaiterAction::FinishDeadLetter {
+                queue,
+                subscription,
+                sequence,
+            } => {
+                if let Some(queue_state) = self.queues.get_mut(&queue) {
+                    queue_state.abort_dead_letter(subscription, sequence);
+                    self.dirty.insert(queue);
+                }
+            }
+        }
+    }
+
+    /// Fails every waiter that needs `log` (the log is being deleted).
+    pub(super) fn fail_waiters_on(&mut self, log: LogId, reason: &str) {
+        let Some(state) = self.logs.get_mut(&log) else {
+            return;
+        };
+        let ids: Vec<WaiterId> = std::mem::take(&mut state.waiting)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        for id in ids {
+            if let Some(waiter) = self.waiters.table.remove(&id) {
+                self.fail_waiter(waiter.action, reason);
+            }
+        }
+    }
+
+    pub(super) fn on_storage_done(&mut self, done: StorageDone) {
+        match done {
+            StorageDone::Synced { log, through } => self.on_synced(log, through),
+            StorageDone::Failed { log, reason } => {
+                self.fence(format!("storage failed on log {}: {reason}", log.name()))
+            }
+        }
+    }
+
+    fn on_synced(&mut self, log: LogId, through: LogIndex) {
+        if self.fenced.is_some() {
+            return;
+        }
+        self.counters.syncs_completed += 1;
+        let Some(state) = self.logs.get_mut(&log) else {
+            return; // deleted meanwhile
+        };
+        assert!(
+            through < state.next_index,
+            "storage synced records never appended"
+        );
+        if through <= state.synced_index {
+            return;
+        }
+        state.synced_index = through;
+        let mut deliverable = Vec::new();
+        while let Some((index, sequence)) = state.deliverable_after_sync.front().copied() {
+            if index > through {
+                break;
+            }
+            state.deliverable_after_sync.pop_front();
+            deliverable.push(sequence);
+        }
+        let mut ready = Vec::new();
+        while let Some((index, id)) = state.waiting.first().copied() {
+            if index > through {
+                break;
+            }
+            state.waiting.pop_first();
+            ready.push(id);
+        }
+        if let LogId::Queue(queue) = log {
+            if let Some(queue_state) = self.queues.get_mut(&queue) {
+                let now = self.now;
+                for sequence in deliverable {
+                    queue_state.make_deliverable(sequence, now);
+                }
+                self.dirty.insert(queue);
+            }
+        }
+        for id in ready {
+            let waiter = self
+                .waiters
+                .table
+                .get_mut(&id)
+                .expect("indexed waiter exists");
+            waiter.unmet -= 1;
+            if waiter.unmet == 0 {
+                let waiter = self.waiters.table.remove(&id).expect("exists");
+                self.run_waiter(waiter.action);
+            }
+        }
+    }
+
+    /// Stops confirming for good: every waiter is answered `UNAVAILABLE`.
+    pub(super) fn fence(&mut self, reason: String) {
+        if self.fenced.is_some() {
+            return;
+        }
+        self.fenced = Some(format!(
+            "node is fenced after a storage failure and confirms nothing until restarted ({reason})"
+        ));
+        let message = self.fenced.clone().expect("just set");
+        for state in self.logs.values_mut() {
+            state.waiting.clear();
+            state.unsent.clear();
+        }
+        let waiters = std::mem::take(&mut self.waiters.table);
+        for (_, waiter) in waiters {
+            self.fail_waiter(waiter.action, &message);
+        }
+    }
+
+    /// Turns a queue operation's effects into records, timers, deliveries and dead letters.
+    /// Returns the last index appended to the queue's log.
+    pub(super) fn apply_effects(&mut self, queue: QueueId, effects: Effects) -> Option<LogIndex> {
+        for (deadline, timer) in effects.disarm {
+            self.timers.disarm(deadline, timer);
+        }
+        for (deadline, timer) in effects.arm {
+            self.timers.arm(deadline, timer);
+        }
+        let last_index = self.log_acks_and_removals(queue, &effects.acked, &effects.removed);
+        self.hand_out_deliveries(queue, effects.deliveries);
+        for dead_letter in effects.dead_letters {
+            self.dead_letter(queue, dead_letter);
+        }
+        last_index
+    }
+
+    fn log_acks_and_removals(
+        &mut self,
+        queue: QueueId,
+        acked: &[(SubscriptionId, Sequence)],
+        removed: &[(Sequence, RemoveReason)],
+    ) -> Option<LogIndex> {
+        let queue_state = self.queues.get(&queue)?;
+        if !queue_state.settings.kind.is_durable() || (acked.is_empty() && removed.is_empty()) {
+            return None;
+        }
+        let next_sequence = queue_state.next_sequence.0;
+        let mut bodies = Vec::new();
+        let mut by_subscription: BTreeMap<SubscriptionId, Vec<u64>> = BTreeMap::new();
+        for (subscription, sequence) in acked {
+            // An ack of a message removed in the same operation needs no record of its own.
+            if queue_state.messages.contains_key(sequence) {
+                by_subscription
+                    .entry(*subscription)
+                    .or_default()
+                    .push(sequence.0);
+            }
+        }
+        for (subscription, sequences) in by_subscription {
+            let Some(name) = queue_state
+                .subscriptions
+                .get(&subscription)
+                .map(|s| s.name.clone())
+            else {
+                continue;
+            };
+            bodies.push(QueueRecord {
+                body: Some(queue_record::Body::Acked(Acked {
+                    subscription: name,
+                    sequences,
+                    next_sequence,
+                })),
+            });
+        }
+        let mut by_reason: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+        for (sequence, reason) in removed {
+            by_reason
+                .entry(*reason as i32)
+                .or_default()
+                .push(sequence.0);
+        }
+        for (reason, sequences) in by_reason {
+            for chunk in sequences.chunks(REMOVED_PER_RECORD) {
+                bodies.push(QueueRecord {
+                    body: Some(queue_record::Body::Removed(Removed {
+                        sequences: chunk.to_vec(),
+                        reason,
+                        next_sequence,
+                    })),
+                });
+            }
+        }
+        let log = LogId::Queue(queue);
+        let mut last = None;
+        for body in bodies {
+            last = Some(self.append_record(log, Bytes::from(body.encode_to_vec())));
+        }
+        last
+    }
+
+    /// Hands every unsent record to storage, one append and one sync per log, and lets storage
+    /// drop segments nothing needs any more.
+    pub(super) fn flush_logs(&mut self) {
+        if self.fenced.is_some() {
+            return;
+        }
+        let logs: Vec<LogId> = self.logs.keys().copied().collect();
+        for log in logs {
+            let first_needed = match log {
+                LogId::Queue(queue) => self.queues.get(&queue).map(|queue| {
+                    queue
+                        .messages
+                        .values()
+                        .next()
+                        .and_then(|message| message.log_index)
+                        .unwrap_or(self.logs[&log].next_index)
+                }),
+                LogId::Metadata => None,
+            };
+            let state = self.logs.get_mut(&log).expect("listed");
+            if !state.unsent.is_empty() {
+                let records = std::mem::take(&mut state.unsent);
+                self.commands
+                    .push_back(Command::Storage(StorageRequest::Append { log, records }));
+                self.commands
+                    .push_back(Command::Storage(StorageRequest::Sync { log }));
+            }
+            if let Some(first_needed) = first_needed {
+                let state = self.logs.get_mut(&log).expect("listed");
+                if first_needed.0 > state.deleted_below.0 + 1024 {
+                    state.deleted_below = first_needed;
+                    self.commands.push_back(Command::Storage(
+                        StorageRequest::DeleteSegmentsBelow {
+                            log,
+                            index: first_needed,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Sends a frame that is already encoded (if the connection is still there).
+    pub(super) fn send_frame_bytes(&mut self, conn: ConnId, frame: Bytes) {
+        if self.connections.contains_key(&conn) {
+            self.commands
+                .push_back(Command::SendToClient { conn, frame });
+        }
+    }
+
+    /// Encodes a reply frame.
+    pub(super) fn encode_reply(request_id: u64, body: server_frame::Body) -> Bytes {
+        krest_proto::frame::frame_bytes(&krest_proto::client::ServerFrame {
+            request_id,
+            body: Some(body),
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! Queue administration shared by client frames and the admin API: declare, delete, purge,
+//! list and describe.
+
+use bytes::Bytes;
+use krest_proto::client::{
+    self as wire, server_frame, DeclareQueue, Done, ErrorCode, QueueInfo, QueueList,
+    SubscriptionInfo,
+};
+use krest_proto::storage::{
+    metadata_record, MetadataRecord, QueueDeclared, QueueDeleted, SubscriptionDeclared,
+};
+use prost::Message as _;
+
+use super::persistence::WaiterAction;
+use super::session::RequestError;
+use super::Node;
+use crate::ids::{ConnId, LogIndex, QueueId, SubscriptionId};
+use crate::io::{Command, LogId, StorageRequest};
+use crate::queue::{validate_queue_name, Queue, QueueKind, QueueSettings};
+
+impl Node {
+    /// Creates queue `name`, or finds it. With `strict`, an existing queue of another kind
+    /// is a `QUEUE_KIND_CONFLICT`. Returns the queue and the metadata index its declaration
+    /// needs to be durable.
+    pub(super) fn declare_queue(
+        &mut self,
+        name: &str,
+        settings: &wire::QueueSettings,
+        kind_if_unspecified: Option<QueueKind>,
+        strict: bool,
+    ) -> Result<(QueueId, Option<(LogId, LogIndex)>), RequestError> {
+        validate_queue_name(name).map_err(|reason| (ErrorCode::InvalidArgument, reason))?;
+        if let Some(id) = self.queue_names.get(name).copied() {
+            let queue = &self.queues[&id];
+            if strict {
+                if let Some(kind) = QueueKind::from_wire(settings.kind) {
+                    if kind != queue.settings.kind {
+                        return Err((
+                            ErrorCode::QueueKindConflict,
+                            format!(
+                                "queue '{name}' exists as a {} queue, not {}",
+                                queue.settings.kind.as_str(),
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                }
+            }
+            let need = queue.declared_at.map(|index| (LogId::Metadata, index));
+            return Ok((id, need));
+        }
+        let resolved = QueueSettings::resolve(
+            name,
+            settings,
+            &self.config.queue_defaults,
+            self.config.limits.max_ack_timeout_ms,
+            kind_if_unspecified,
+        )
+        .map_err(|error| (ErrorCode::InvalidArgument, error.0))?;
+        if resolved.dead_letter_queue == name {
+            return Err((
+                ErrorCode::InvalidArgument,
+                format!("queue '{name}' cannot be its own dead-letter queue"),
+            ));
+        }
+        validate_queue_name(&resolved.dead_letter_queue).map_err(|reason| {
+            (
+                ErrorCode::InvalidArgument,
+                format!("dead-letter queue: {reason}"),
+            )
+        })?;
+        if resolved.kind.is_durable() {
+            self.refuse_if_fenced()?;
+        }
+        if self.queues.len() >= self.config.limits.max_queues as usize {
+            return Err((
+                ErrorCode::LimitReached,
+                format!(
+                    "the node already has {} queues, the configured limit (limits.max_queues)",
+                    self.queues.len()
+                ),
+            ));
+        }
+        let id = QueueId(self.next_queue_id);
+        self.next_queue_id += 1;
+        let mut queue = Queue::new(id, name.to_string(), resolved);
+        let mut need = None;
+        if queue.settings.kind.is_durable() {
+            let record = metadata_record::Body::QueueDeclared(QueueDeclared {
+                queue_id: id.0,
+                name: name.to_string(),
+                settings: Some(queue.settings.to_wire()),
+            });
+            let index = self.append_metadata(record);
+            queue.declared_at = Some(index);
+            need = Some((LogId::Metadata, index));
+            self.create_log(LogId::Queue(id));
+        }
+        self.queue_names.insert(name.to_string(), id);
+        self.queues.insert(id, queue);
+        Ok((id, need))
+    }
+
+    /// Appends a metadata record; returns its index.
+    pub(super) fn append_metadata(&mut self, body: metadata_record::Body) -> LogIndex {
+        let record = MetadataRecord { body: Some(body) };
+        self.append_record(LogId::Metadata, Bytes::from(record.encode_to_vec()))
+    }
+
+    /// Adds a subscription to a queue, durable ones declared in the metadata log.
+    pub(super) fn add_subscription(
+        &mut self,
+        queue: QueueId,
+        name: String,
+        durable: bool,
+        broadcast: bool,
+    ) -> SubscriptionId {
+        let id = SubscriptionId(self.next_subscription_id);
+        self.next_subscription_id += 1;
+        let queue_state = self
+            .queues
+            .get_mut(&queue)
+            .expect("subscribing to a known queue");
+        queue_state.add_subscription(id, name.clone(), durable, broadcast);
+        if durable && queue_state.settings.kind.is_durable() {
+            self.append_metadata(metadata_record::Body::SubscriptionDeclared(
+                SubscriptionDeclared {
+                    queue_id: queue.0,
+                    name,
+                },
+            ));
+        }
+        id
+    }
+
+    /// Refuses work that needs storage once the node is fenced.
+    pub(super) fn refuse_if_fenced(&self) -> Result<(), RequestError> {
+        match &self.fenced {
+            Some(reason) => Err((ErrorCode::Unavailable, reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn queue_id(&self, name: &str) -> Result<QueueId, RequestError> {
+        self.queue_names.get(name).copied().ok_or_else(|| {
+            (
+                ErrorCode::QueueNotFound,
+                format!("queue '{name}' does not exist; declare it first"),
+            )
+        })
+    }
+
+    pub(super) fn on_declare(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        request: DeclareQueue,
+    ) -> Result<(), RequestError> {
+        let settings = request.settings.unwrap_or_default();
+        let (_, need) = self.declare_queue(&request.name, &settings, None, true)?;
+        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
+        self.when_durable(
+            need.as_slice(),
+            WaiterAction::Client {
+                conn,
+                request_id,
+                frame,
+                confirms: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes a queue: its consumers are told, its waiters fail, its log goes.
+    pub(super) fn delete_queue(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(LogId, LogIndex)>, RequestError> {
+        let id = self.queue_id(name)?;
+        let durable = self.queues[&id].settings.kind.is_durable();
+        if durable {
+            self.refuse_if_fenced()?;
+        }
+        let consumers: Vec<_> = self
+            .consumers
+            .iter()
+            .filter(|(_, record)| record.queue == id)
+            .map(|(consumer, _)| *consumer)
+            .collect();
+        for consumer in consumers {
+            self.end_consumer(
+                consumer,
+                ErrorCode::QueueNotFound,
+                format!("queue '{name}' was deleted"),
+            );
+        }
+        self.queues.remove(&id);
+        self.queue_names.remove(name);
+        self.idempotency.forget_queue(id);
+        let log = LogId::Queue(id);
+        self.fail_waiters_on(
+            log,
+            &format!("queue '{name}' was deleted before this completed"),
+        );
+        if !durable {
+            return Ok(None);
+        }
+        self.logs.remove(&log);
+        self.commands
+            .push_back(Command::Storage(StorageRequest::DeleteLog { log }));
+        let index = self.append_metadata(metadata_record::Body::QueueDeleted(QueueDeleted {
+            queue_id: id.0,
+        }));
+        Ok(Some((LogId::Metadata, index)))
+    }
+
+    pub(super) fn on_delete(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        name: &str,
+    ) -> Result<(), RequestError> {
+        let need = self.delete_queue(name)?;
+        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
+        self.when_durable(
+            need.as_slice(),
+            WaiterAction::Client {
+                conn,
+                request_id,
+                frame,
+                confirms: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Purges a queue; returns how many messages went and what must be durable.
+    pub(super) fn purge_queue(
+        &mut self,
+        name: &str,
+    ) -> Result<(u64, Option<(LogId, LogIndex)>), RequestError> {
+        let id = self.queue_id(name)?;
+        if self.queues[&id].settings.kind.is_durable() {
+            self.refuse_if_fenced()?;
+        }
+        let mut removed = 0;
+        let index = self.with_queue(id, |queue, effects| removed = queue.purge(effects));
+        Ok((removed, index.map(|index| (LogId::Queue(id), index))))
+    }
+
+    pub(super) fn on_purge(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        name: &str,
+    ) -> Result<(), RequestError> {
+        let (_, need) = self.purge_queue(name)?;
+        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
+        self.when_durable(
+            need.as_slice(),
+            WaiterAction::Client {
+                conn,
+                request_id,
+                frame,
+                confirms: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Describes one queue.
+    pub(super) fn queue_info(&self, id: QueueId) -> QueueInfo {
+        let queue = &self.queues[&id];
+        let subscriptions = queue
+            .subscriptions
+            .values()
+            .map(|subscription| SubscriptionInfo {
+                name: subscription.name.clone(),
+                broadcast: subscription.broadcast,
+                consumers: subscription.consumers.len() as u32,
+                pending: queue.subscription_backlog(subscription.id),
+                in_flight: subscription.in_flight.len() as u64,
+            })
+            .collect();
+        QueueInfo {
+            name: queue.name.clone(),
+            settings: Some(queue.settings.to_wire()),
+            messages: queue.messages.len() as u64,
+            bytes: queue.bytes,
+            in_flight: queue.in_flight_count(),
+            delayed: queue.delayed_count(self.now),
+            next_sequence: queue.next_sequence.0,
+            subscriptions,
+        }
+    }
+
+    pub(super) fn queue_info_by_name(&self, name: &str) -> Result<QueueInfo, RequestError> {
+        Ok(self.queue_info(self.queue_id(name)?))
+    }
+
+    pub(super) fn list_queue_infos(&self) -> QueueList {
+        QueueList {
+            queues: self
+                .queue_names
+                .values()
+                .map(|id| self.queue_info(*id))
+                .collect(),
+        }
+    }
+}

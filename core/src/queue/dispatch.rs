@@ -1,0 +1,525 @@
+//! Delivery and settlement: moving messages from a queue to its consumers and back.
+//!
+//! First deliveries of a subscription follow its cursor (sequence order, or deliver-at order in
+//! a delay queue); redeliveries (`ready`) go first, lowest sequence first. Consumers of one
+//! subscription are served round robin while they have capacity.
+
+use krest_proto::client::{Delivery, DeliveryTag};
+use krest_proto::storage::RemoveReason;
+use std::ops::Bound;
+
+use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
+use crate::ids::{ConsumerId, Sequence, SubscriptionId};
+use crate::queue::subscription::{AckMode, ConsumerState, InFlight, Subscription};
+use crate::time::{Instant, Millis, Now};
+use crate::timer::Timer;
+
+/// What a consumer asks to do with delivery tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleAction {
+    /// Done with it.
+    Ack,
+    /// Back to the queue, redelivered after the delay.
+    Nack {
+        /// Wait before redelivery.
+        delay: Millis,
+    },
+    /// Straight to the dead-letter queue.
+    Reject,
+    /// Renew the lease.
+    Extend {
+        /// New lease length from now.
+        lease: Millis,
+    },
+}
+
+/// The result of a settle: how many tags matched a live delivery of this consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SettleOutcome {
+    /// Tags acted on.
+    pub applied: u32,
+    /// Tags naming no delivery this consumer holds (already settled, expired, redelivered).
+    pub unknown: u32,
+}
+
+impl Queue {
+    /// Attaches a consumer to a subscription.
+    pub fn attach_consumer(
+        &mut self,
+        subscription: SubscriptionId,
+        consumer: ConsumerId,
+        state: ConsumerState,
+    ) {
+        let subscription = self
+            .subscriptions
+            .get_mut(&subscription)
+            .expect("attach to an existing subscription");
+        subscription.consumers.insert(consumer, state);
+    }
+
+    /// A consumer's state, to adjust credit or fetches.
+    pub fn consumer_mut(
+        &mut self,
+        subscription: SubscriptionId,
+        consumer: ConsumerId,
+    ) -> Option<&mut ConsumerState> {
+        self.subscriptions
+            .get_mut(&subscription)?
+            .consumers
+            .get_mut(&consumer)
+    }
+
+    /// Detaches a consumer; what it held goes back to the subscription for redelivery.
+    pub fn detach_consumer(
+        &mut self,
+        subscription_id: SubscriptionId,
+        consumer: ConsumerId,
+        effects: &mut Effects,
+    ) {
+        let queue = self.id;
+        let max_deliveries = self.settings.max_deliveries;
+        let Some(subscription) = self.subscriptions.get_mut(&subscription_id) else {
+            return;
+        };
+        subscription.consumers.remove(&consumer);
+        if subscription.last_served == Some(consumer) {
+            subscription.last_served = None;
+        }
+        let held: Vec<(Sequence, InFlight)> = subscription
+            .in_flight
+            .iter()
+            .filter(|(_, in_flight)| in_flight.consumer == Some(consumer))
+            .map(|(sequence, in_flight)| (*sequence, *in_flight))
+            .collect();
+        for (sequence, in_flight) in held {
+            subscription.in_flight.remove(&sequence);
+            if let Some(deadline) = in_flight.lease_deadline {
+                effects
+                    .disarm
+                    .push((deadline, lease_timer(queue, subscription_id, sequence)));
+            }
+            let message = self
+                .messages
+                .get(&sequence)
+                .expect("in-flight messages are stored");
+            return_to_queue(
+                queue,
+                max_deliveries,
+                subscription,
+                message,
+                in_flight.delivery_count,
+                None,
+                effects,
+            );
+        }
+    }
+
+    /// Delivers whatever can be delivered now, to every subscription's consumers.
+    pub fn dispatch(&mut self, now: Now, effects: &mut Effects) {
+        let ids: Vec<SubscriptionId> = self.subscriptions.keys().copied().collect();
+        for id in ids {
+            let mut unneeded = Vec::new();
+            loop {
+                let subscription = self.subscriptions.get_mut(&id).expect("listed above");
+                let Some(consumer) = subscription.next_consumer() else {
+                    break;
+                };
+                let next = match subscription.ready.pop_first() {
+                    Some((sequence, count)) => Some((sequence, count + 1)),
+                    None => self
+                        .next_first_delivery(id, now)
+                        .map(|sequence| (sequence, 1)),
+                };
+                let Some((sequence, delivery_count)) = next else {
+                    break;
+                };
+                if self.deliver(id, consumer, sequence, delivery_count, now, effects) {
+                    unneeded.push(sequence);
+                }
+            }
+            for sequence in unneeded {
+                self.remove_message(sequence, RemoveReason::Consumed, effects);
+            }
+        }
+    }
+
+    /// Advances the subscription's cursor to the next deliverable, due message.
+    fn next_first_delivery(&mut self, id: SubscriptionId, now: Now) -> Option<Sequence> {
+        loop {
+            let subscription = &self.subscriptions[&id];
+            let cursor = subscription.cursor;
+            let key = if self.is_delay() {
+                let key = *self
+                    .delay_index
+                    .range((Bound::Excluded(cursor), Bound::Unbounded))
+                    .next()?;
+                if key.due > now.wall {
+                    return None;
+                }
+                key
+            } else {
+                let (_, message) = self.messages.range(cursor.sequence.next()..).next()?;
+                message.order_key?
+            };
+            let subscription = self.subscriptions.get_mut(&id).expect("exists");
+            subscription.cursor = key;
+            self.due_high_water = self.due_high_water.max(key.due);
+            if subscription.skip.remove(&key.sequence) {
+                continue;
+            }
+            return Some(key.sequence);
+        }
+    }
+
+    /// Hands one message to one consumer. Returns whether the message is now unneeded (auto ack
+    /// by the last subscription that needed it).
+    fn deliver(
+        &mut self,
+        id: SubscriptionId,
+        consumer: ConsumerId,
+        sequence: Sequence,
+        delivery_count: u32,
+        now: Now,
+        effects: &mut Effects,
+    ) -> bool {
+        let queue = self.id;
+        let ack_timeout = self.settings.ack_timeout;
+        let message = self
+            .messages
+            .get_mut(&sequence)
+            .expect("deliverable messages are stored");
+        let subscription = self.subscriptions.get_mut(&id).expect("exists");
+        let state = subscription
+            .consumers
+            .get_mut(&consumer)
+            .expect("chosen consumer exists");
+        subscription.last_served = Some(consumer);
+        if state.pull {
+            state.fetch_remaining -= 1;
+        }
+        effects.deliveries.push((
+            consumer,
+            Delivery {
+                tag: Some(DeliveryTag {
+                    sequence: sequence.0,
+                    delivery_count,
+                }),
+                payload: message.payload.clone(),
+                headers: message.headers.clone(),
+                deliver_at_unix_ms: message.deliver_at.0,
+                published_at_unix_ms: message.published_at.0,
+            },
+        ));
+        self.counters.delivered += 1;
+        if delivery_count > 1 {
+            self.counters.redelivered += 1;
+        }
+        match state.ack_mode {
+            AckMode::Explicit => {
+                state.unacked += 1;
+                let deadline = now.monotonic + ack_timeout;
+                subscription.in_flight.insert(
+                    sequence,
+                    InFlight {
+                        consumer: Some(consumer),
+                        delivery_count,
+                        lease_deadline: Some(deadline),
+                    },
+                );
+                effects
+                    .arm
+                    .push((deadline, lease_timer(queue, id, sequence)));
+                false
+            }
+            AckMode::Auto => {
+                if !state.pull {
+                    state.credit -= 1;
+                }
+                self.counters.acked += 1;
+                record_ack(subscription, message, effects)
+            }
+        }
+    }
+
+    /// Settles delivery tags held by `consumer`.
+    pub fn settle(
+        &mut self,
+        id: SubscriptionId,
+        consumer: ConsumerId,
+        action: SettleAction,
+        tags: &[DeliveryTag],
+        now: Now,
+        effects: &mut Effects,
+    ) -> SettleOutcome {
+        let queue = self.id;
+        let max_deliveries = self.settings.max_deliveries;
+        let mut outcome = SettleOutcome::default();
+        let mut unneeded = Vec::new();
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            outcome.unknown = tags.len() as u32;
+            return outcome;
+        };
+        for tag in tags {
+            let sequence = Sequence(tag.sequence);
+            let held = subscription
+                .in_flight
+                .get(&sequence)
+                .is_some_and(|in_flight| {
+                    in_flight.consumer == Some(consumer)
+                        && in_flight.delivery_count == tag.delivery_count
+                });
+            if !held {
+                outcome.unknown += 1;
+                continue;
+            }
+            outcome.applied += 1;
+            if let SettleAction::Extend { lease } = action {
+                let in_flight = subscription.in_flight.get_mut(&sequence).expect("held");
+                let timer = lease_timer(queue, id, sequence);
+                if let Some(old) = in_flight.lease_deadline {
+                    effects.disarm.push((old, timer));
+                }
+                let deadline = now.monotonic + lease;
+                in_flight.lease_deadline = Some(deadline);
+                effects.arm.push((deadline, timer));
+                continue;
+            }
+            let in_flight = subscription.in_flight.remove(&sequence).expect("held");
+            release_in_flight(queue, subscription, sequence, &in_flight, effects);
+            let message = self
+                .messages
+                .get_mut(&sequence)
+                .expect("in-flight messages are stored");
+            match action {
+                SettleAction::Ack => {
+                    self.counters.acked += 1;
+                    if record_ack(subscription, message, effects) {
+                        unneeded.push(sequence);
+                    }
+                }
+                SettleAction::Nack { delay } => {
+                    self.counters.nacked += 1;
+                    let due = (delay.0 > 0).then(|| now.monotonic + delay);
+                    return_to_queue(
+                        queue,
+                        max_deliveries,
+                        subscription,
+                        message,
+                        in_flight.delivery_count,
+                        due,
+                        effects,
+                    );
+                }
+                SettleAction::Reject => {
+                    start_dead_letter(
+                        subscription,
+                        message,
+                        in_flight.delivery_count,
+                        "rejected",
+                        effects,
+                    );
+                }
+                SettleAction::Extend { .. } => unreachable!("handled above"),
+            }
+        }
+        for sequence in unneeded {
+            self.remove_message(sequence, RemoveReason::Consumed, effects);
+        }
+        outcome
+    }
+
+    /// A lease timer fired: if the delivery is still unacked past its deadline, take it back.
+    pub fn expire_lease(
+        &mut self,
+        id: SubscriptionId,
+        sequence: Sequence,
+        now: Now,
+        effects: &mut Effects,
+    ) {
+        let queue = self.id;
+        let max_deliveries = self.settings.max_deliveries;
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let expired = subscription
+            .in_flight
+            .get(&sequence)
+            .is_some_and(|in_flight| {
+                in_flight.consumer.is_some()
+                    && in_flight
+                        .lease_deadline
+                        .is_some_and(|deadline| deadline <= now.monotonic)
+            });
+        if !expired {
+            return;
+        }
+        let in_flight = subscription.in_flight.remove(&sequence).expect("checked");
+        release_in_flight(queue, subscription, sequence, &in_flight, effects);
+        self.counters.expired += 1;
+        let message = self
+            .messages
+            .get(&sequence)
+            .expect("in-flight messages are stored");
+        return_to_queue(
+            queue,
+            max_deliveries,
+            subscription,
+            message,
+            in_flight.delivery_count,
+            None,
+            effects,
+        );
+    }
+
+    /// A nack delay is over: the message may be redelivered.
+    pub fn redelivery_due(&mut self, id: SubscriptionId, sequence: Sequence, now: Now) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        if let Some((count, due)) = subscription.waiting.get(&sequence).copied() {
+            if due <= now.monotonic {
+                subscription.waiting.remove(&sequence);
+                subscription.ready.insert(sequence, count);
+            }
+        }
+    }
+
+    /// The dead-letter copy is stored: the subscription is done with the message.
+    pub fn finish_dead_letter(
+        &mut self,
+        id: SubscriptionId,
+        sequence: Sequence,
+        effects: &mut Effects,
+    ) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let moving = subscription
+            .in_flight
+            .get(&sequence)
+            .is_some_and(|in_flight| in_flight.consumer.is_none());
+        if !moving {
+            return;
+        }
+        subscription.in_flight.remove(&sequence);
+        self.counters.dead_lettered += 1;
+        let message = self
+            .messages
+            .get_mut(&sequence)
+            .expect("in-flight messages are stored");
+        if record_ack(subscription, message, effects) {
+            self.remove_message(sequence, RemoveReason::DeadLettered, effects);
+        }
+    }
+
+    /// The dead-letter queue refused the copy: keep the message here, ready for redelivery.
+    pub fn abort_dead_letter(&mut self, id: SubscriptionId, sequence: Sequence) {
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        if let Some(in_flight) = subscription.in_flight.get(&sequence).copied() {
+            if in_flight.consumer.is_none() {
+                subscription.in_flight.remove(&sequence);
+                subscription
+                    .ready
+                    .insert(sequence, in_flight.delivery_count);
+            }
+        }
+    }
+
+    /// Whether a subscription has first-delivered every deliverable message and has nothing to
+    /// redeliver (used by tests and metrics).
+    pub fn subscription_backlog(&self, id: SubscriptionId) -> u64 {
+        let Some(subscription) = self.subscriptions.get(&id) else {
+            return 0;
+        };
+        self.messages
+            .values()
+            .filter(|message| subscription.needs(message.sequence, message.order_key))
+            .count() as u64
+    }
+}
+
+/// Counts an ack of `message` by `subscription`; logs it for durable subscriptions. Returns
+/// whether no subscription needs the message any more.
+fn record_ack(
+    subscription: &Subscription,
+    message: &mut super::Message,
+    effects: &mut Effects,
+) -> bool {
+    assert!(
+        message.pending_subscriptions > 0,
+        "acked a message nobody needed"
+    );
+    message.pending_subscriptions -= 1;
+    if subscription.durable {
+        effects.acked.push((subscription.id, message.sequence));
+    }
+    message.pending_subscriptions == 0
+}
+
+/// Puts a message the consumer gave up back into the subscription: dead-letter it if it has had
+/// its deliveries, otherwise ready now or after `due`.
+fn return_to_queue(
+    queue: crate::ids::QueueId,
+    max_deliveries: u32,
+    subscription: &mut Subscription,
+    message: &super::Message,
+    delivery_count: u32,
+    due: Option<Instant>,
+    effects: &mut Effects,
+) {
+    if max_deliveries > 0 && delivery_count >= max_deliveries {
+        start_dead_letter(
+            subscription,
+            message,
+            delivery_count,
+            "max_deliveries",
+            effects,
+        );
+        return;
+    }
+    match due {
+        None => {
+            subscription.ready.insert(message.sequence, delivery_count);
+        }
+        Some(due) => {
+            subscription
+                .waiting
+                .insert(message.sequence, (delivery_count, due));
+            effects.arm.push((
+                due,
+                Timer::Redelivery {
+                    queue,
+                    subscription: subscription.id,
+                    sequence: message.sequence,
+                },
+            ));
+        }
+    }
+}
+
+/// Holds the message in the subscription (no consumer, no lease) until its dead-letter copy is
+/// stored.
+fn start_dead_letter(
+    subscription: &mut Subscription,
+    message: &super::Message,
+    delivery_count: u32,
+    reason: &'static str,
+    effects: &mut Effects,
+) {
+    subscription.in_flight.insert(
+        message.sequence,
+        InFlight {
+            consumer: None,
+            delivery_count,
+            lease_deadline: None,
+        },
+    );
+    effects.dead_letters.push(DeadLetter {
+        subscription: subscription.id,
+        message: message.clone(),
+        reason,
+        delivery_count,
+    });
+}

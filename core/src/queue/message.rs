@@ -1,0 +1,52 @@
+//! A stored message and the key that orders its first deliveries.
+
+use bytes::Bytes;
+use krest_proto::client::Header;
+
+use crate::ids::{LogIndex, ProducerId, Sequence};
+use crate::time::UnixMillis;
+
+/// The order of first deliveries: deliver-at (0 outside delay queues), then sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct OrderKey {
+    /// When the message is due (0: always).
+    pub due: UnixMillis,
+    /// Tie-breaker.
+    pub sequence: Sequence,
+}
+
+/// One message of a queue.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its position.
+    pub sequence: Sequence,
+    /// The body, shared without copying.
+    pub payload: Bytes,
+    /// Application headers.
+    pub headers: Vec<Header>,
+    /// Requested deliver-at (0: none).
+    pub deliver_at: UnixMillis,
+    /// Wall time it was accepted.
+    pub published_at: UnixMillis,
+    /// Idempotency key, if the producer gave one.
+    pub producer: Option<(ProducerId, u64)>,
+    /// Where its publish record sits in the queue's log (durable queues).
+    pub log_index: Option<LogIndex>,
+    /// Set once the message may be delivered: at once for temporary queues, after fsync for
+    /// durable ones. Its value is the first-delivery order.
+    pub order_key: Option<OrderKey>,
+    /// How many subscriptions have not acked it yet.
+    pub pending_subscriptions: u32,
+}
+
+impl Message {
+    /// Payload plus header bytes: what limits count.
+    pub fn size_bytes(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|header| header.key.len() + header.value.len())
+            .sum();
+        (self.payload.len() + headers) as u64
+    }
+}
