@@ -225,6 +225,46 @@ impl Config {
         Ok(())
     }
 
+    /// Layers a configuration: built-in defaults, then `file_text` (a `krest.toml`), then
+    /// `KREST_<SECTION>_<KEY>` environment variables (for example `KREST_LIMITS_MAX_QUEUES`),
+    /// then `overrides` (`section.key`, value) from command-line flags. Environment variables
+    /// that do not start with a section name are not ours and are ignored; ones that name a
+    /// section but an unknown key are errors.
+    pub fn load(
+        file_text: Option<&str>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file_text {
+            Some(text) => Config::from_toml(text)?,
+            None => Config::default(),
+        };
+        const SECTIONS: [&str; 4] = ["queue_defaults", "server", "limits", "storage"];
+        let mut variables: Vec<(String, String)> = environment
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("KREST_"))
+            .collect();
+        variables.sort();
+        for (name, value) in variables {
+            let rest = name["KREST_".len()..].to_ascii_lowercase();
+            let Some(section) = SECTIONS
+                .iter()
+                .find(|section| rest.starts_with(&format!("{section}_")))
+            else {
+                continue;
+            };
+            let key = format!("{section}.{}", &rest[section.len() + 1..]);
+            config.set(&key, &value).map_err(|error| ConfigError {
+                key: format!("{name} ({key})"),
+                reason: error.reason,
+            })?;
+        }
+        for (key, value) in overrides {
+            config.set(key, value)?;
+        }
+        Ok(config)
+    }
+
     /// Checks relations between values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, reason: &str| {
@@ -328,6 +368,25 @@ mod tests {
         assert!(config.set("limits.max_queues", "many").is_err());
         assert!(config.set("limits.nothing", "1").is_err());
         assert!(config.set("limits.max_queues", "0").is_err());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_environment_then_flags() {
+        let file = "[limits]\nmax_queues = 5\nmax_connections = 6\n[server]\nnode_id = 2\n";
+        let environment = [
+            ("KREST_LIMITS_MAX_CONNECTIONS".to_string(), "7".to_string()),
+            ("KREST_SERVER_NODE_ID".to_string(), "3".to_string()),
+            ("KREST_SERVER".to_string(), "127.0.0.1:1".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let flags = [("server.node_id", "4".to_string())];
+        let config = Config::load(Some(file), environment, &flags).unwrap();
+        assert_eq!(config.limits.max_queues, 5);
+        assert_eq!(config.limits.max_connections, 7);
+        assert_eq!(config.server.node_id, 4);
+        let unknown = [("KREST_LIMITS_MAX_WIDGETS".to_string(), "1".to_string())];
+        let error = Config::load(None, unknown, &[]).unwrap_err();
+        assert!(error.key.contains("KREST_LIMITS_MAX_WIDGETS"), "{error}");
     }
 
     #[test]

@@ -75,6 +75,7 @@
 
 mod data_dir;
 mod error;
+mod executor;
 mod files;
 mod reader;
 mod record;
@@ -86,6 +87,7 @@ mod test_support;
 
 pub use data_dir::{is_valid_log_name, DataDir, RecoveredLog};
 pub use error::StorageError;
+pub use executor::{OpenError, StorageExecutor};
 pub use record::{StoredRecord, MAX_BODY_BYTES};
 pub use segmented_log::{LogConfig, SegmentedLog};
 

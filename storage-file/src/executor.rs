@@ -1,0 +1,243 @@
+//! Executes the core's storage requests against a data directory.
+//!
+//! Runtime-agnostic: a runtime runs [`StorageExecutor::execute_batch`] on its storage thread
+//! with every request that arrived since the last batch. Appends are written in order; every
+//! log that was asked to sync is fsynced once at the end of the batch (group commit: one fsync
+//! covers every append issued before it), and its `Synced` completion reports the last durable
+//! index. A failure answers `Failed` for that log; the core then fences itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use krest_core::ids::{LogIndex, Term};
+use krest_core::{LogId, LogRecord, Recovered, StorageDone, StorageRequest};
+
+use crate::{DataDir, LogConfig, SegmentedLog, StorageError};
+
+/// Open logs of one data directory.
+pub struct StorageExecutor {
+    data_dir: DataDir,
+    logs: BTreeMap<LogId, SegmentedLog>,
+    /// Logs that failed: further requests on them fail at once.
+    failed: BTreeMap<LogId, String>,
+}
+
+/// Why the data directory cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Storage refused (locked, corrupt, unreadable).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A directory under `logs/` that is not a log of ours.
+    #[error("unexpected log directory '{0}' in the data directory")]
+    UnknownLog(String),
+}
+
+impl StorageExecutor {
+    /// Opens (creating if needed) the data directory and recovers every log.
+    pub fn open(
+        root: &Path,
+        segment_bytes: u64,
+    ) -> Result<(StorageExecutor, Recovered), OpenError> {
+        let (data_dir, recovered_logs) = DataDir::open(root, LogConfig { segment_bytes })?;
+        let mut logs = BTreeMap::new();
+        let mut recovered = Recovered::default();
+        for (name, log, records) in recovered_logs {
+            let id = LogId::from_name(&name).ok_or_else(|| OpenError::UnknownLog(name.clone()))?;
+            let records = records
+                .into_iter()
+                .map(|record| LogRecord {
+                    term: Term(record.term),
+                    index: LogIndex(record.index),
+                    body: record.body,
+                })
+                .collect();
+            recovered.logs.push((id, records));
+            logs.insert(id, log);
+        }
+        Ok((
+            StorageExecutor {
+                data_dir,
+                logs,
+                failed: BTreeMap::new(),
+            },
+            recovered,
+        ))
+    }
+
+    /// Executes `requests` in order, fsyncs each log asked to sync once, and returns the
+    /// completions.
+    pub fn execute_batch(&mut self, requests: Vec<StorageRequest>) -> Vec<StorageDone> {
+        let mut to_sync: BTreeSet<LogId> = BTreeSet::new();
+        let mut done = Vec::new();
+        for request in requests {
+            let log = request_log(&request);
+            if let Some(reason) = self.failed.get(&log) {
+                if matches!(request, StorageRequest::Sync { .. }) {
+                    done.push(StorageDone::Failed {
+                        log,
+                        reason: reason.clone(),
+                    });
+                }
+                continue;
+            }
+            let result = match request {
+                StorageRequest::CreateLog { log } => self.create(log),
+                StorageRequest::Append { log, records } => self.append(log, &records),
+                StorageRequest::Sync { log } => {
+                    to_sync.insert(log);
+                    Ok(())
+                }
+                StorageRequest::DeleteSegmentsBelow { log, index } => match self.logs.get_mut(&log)
+                {
+                    Some(segmented) => segmented.delete_segments_below(index.0).map(|_| ()),
+                    None => Ok(()),
+                },
+                StorageRequest::DeleteLog { log } => {
+                    to_sync.remove(&log);
+                    match self.logs.remove(&log) {
+                        Some(segmented) => segmented.destroy(),
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                self.fail(log, error.to_string(), &mut done);
+                to_sync.remove(&log);
+            }
+        }
+        for log in to_sync {
+            let Some(segmented) = self.logs.get_mut(&log) else {
+                continue;
+            };
+            match segmented.sync() {
+                Ok(Some(through)) => done.push(StorageDone::Synced {
+                    log,
+                    through: LogIndex(through),
+                }),
+                Ok(None) => {}
+                Err(error) => self.fail(log, error.to_string(), &mut done),
+            }
+        }
+        done
+    }
+
+    fn create(&mut self, log: LogId) -> Result<(), StorageError> {
+        if self.logs.contains_key(&log) {
+            return Ok(());
+        }
+        let segmented = self.data_dir.create_log(&log.name())?;
+        self.logs.insert(log, segmented);
+        Ok(())
+    }
+
+    fn append(&mut self, log: LogId, records: &[LogRecord]) -> Result<(), StorageError> {
+        let segmented = match self.logs.get_mut(&log) {
+            Some(segmented) => segmented,
+            None => {
+                self.create(log)?;
+                self.logs.get_mut(&log).expect("just created")
+            }
+        };
+        for record in records {
+            segmented.append(record.term.0, record.index.0, &record.body)?;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, log: LogId, reason: String, done: &mut Vec<StorageDone>) {
+        self.failed.insert(log, reason.clone());
+        done.push(StorageDone::Failed { log, reason });
+    }
+
+    /// Makes every log durable (used at shutdown).
+    pub fn sync_all(&mut self) -> Vec<StorageDone> {
+        let requests = self
+            .logs
+            .keys()
+            .map(|log| StorageRequest::Sync { log: *log })
+            .collect();
+        self.execute_batch(requests)
+    }
+}
+
+fn request_log(request: &StorageRequest) -> LogId {
+    match request {
+        StorageRequest::CreateLog { log }
+        | StorageRequest::Append { log, .. }
+        | StorageRequest::Sync { log }
+        | StorageRequest::DeleteSegmentsBelow { log, .. }
+        | StorageRequest::DeleteLog { log } => *log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TemporaryDirectory as TempDir;
+    use bytes::Bytes;
+
+    fn record(index: u64, body: &'static [u8]) -> LogRecord {
+        LogRecord {
+            term: Term(1),
+            index: LogIndex(index),
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn one_batch_syncs_each_log_once_and_a_reopen_recovers_the_records() {
+        let directory = TempDir::new("executor");
+        let log = LogId::Queue(krest_core::ids::QueueId(3));
+        {
+            let (mut executor, recovered) = StorageExecutor::open(directory.path(), 4096).unwrap();
+            assert!(recovered.logs.is_empty());
+            let done = executor.execute_batch(vec![
+                StorageRequest::CreateLog { log },
+                StorageRequest::Append {
+                    log,
+                    records: vec![record(1, b"a")],
+                },
+                StorageRequest::Sync { log },
+                StorageRequest::Append {
+                    log,
+                    records: vec![record(2, b"b")],
+                },
+                StorageRequest::Sync { log },
+            ]);
+            assert_eq!(
+                done,
+                vec![StorageDone::Synced {
+                    log,
+                    through: LogIndex(2)
+                }]
+            );
+        }
+        let (_, recovered) = StorageExecutor::open(directory.path(), 4096).unwrap();
+        assert_eq!(
+            recovered.logs,
+            vec![(log, vec![record(1, b"a"), record(2, b"b")])]
+        );
+    }
+
+    #[test]
+    fn an_out_of_order_append_fails_that_log_and_later_syncs_report_the_failure() {
+        let directory = TempDir::new("executor-fail");
+        let log = LogId::Metadata;
+        let (mut executor, _) = StorageExecutor::open(directory.path(), 4096).unwrap();
+        let done = executor.execute_batch(vec![
+            StorageRequest::CreateLog { log },
+            StorageRequest::Append {
+                log,
+                records: vec![record(1, b"a"), record(5, b"gap")],
+            },
+            StorageRequest::Sync { log },
+        ]);
+        assert!(!done.is_empty());
+        assert!(done
+            .iter()
+            .all(|done| matches!(done, StorageDone::Failed { .. })));
+        let done = executor.execute_batch(vec![StorageRequest::Sync { log }]);
+        assert!(matches!(done.as_slice(), [StorageDone::Failed { .. }]));
+    }
+}
