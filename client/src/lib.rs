@@ -1,1 +1,52 @@
-//! placeholder
+//! krest-client: an async Rust client for Krest-MQ on tokio, and the `krest` command-line tool.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), krest_client::ClientError> {
+//! use krest_client::{Client, ClientConfig, QueueKind, QueueSettings, SubscribeOptions};
+//!
+//! let client = Client::connect(ClientConfig::new(["127.0.0.1:7654"])).await?;
+//! let settings = QueueSettings { kind: QueueKind::Persistent as i32, ..Default::default() };
+//! client.declare_queue("orders", settings).await?;
+//!
+//! let producer = client.producer("orders");
+//! let sequence = producer.send("hello").await?; // confirmed after fsync
+//!
+//! let mut consumer = client.subscribe(SubscribeOptions::new("orders")).await?;
+//! while let Some(delivery) = consumer.next().await {
+//!     let delivery = delivery?;
+//!     consumer.ack(&delivery).await?;
+//! #   let _ = sequence;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Client`]: one connection (cheap to clone) driven by a background task that pipelines
+//!   requests, matches answers by request id, and reconnects with backoff, re-sending the
+//!   handshake with the same producer id and re-subscribing every live consumer.
+//! - [`Producer`]: confirmed publishing with bounded, idempotent retries.
+//! - [`Consumer`]: push ([`Consumer::next`]) or pull ([`Consumer::fetch`]) consumption and
+//!   settling (`ack`, `nack`, `reject`, `extend`).
+//! - [`ClientError`]: every failure, with the server's stable code when it has one.
+//! - [`cli`]: the `krest` tool.
+
+pub mod cli;
+mod client;
+mod config;
+mod connection;
+mod consumer;
+mod error;
+mod producer;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::client::Client;
+pub use crate::config::ClientConfig;
+pub use crate::consumer::{Consumer, Delivery, SubscribeOptions, SubscriptionId, DEFAULT_PREFETCH};
+pub use crate::error::ClientError;
+pub use crate::producer::{PendingSend, Producer, DEFAULT_PRODUCER_RETRIES};
+pub use krest_proto::client::{
+    AckMode, DeliveryMode, DeliveryTag, ErrorCode, Header, OutgoingMessage, OverflowPolicy,
+    QueueInfo, QueueKind, QueueSettings, SubscriptionInfo,
+};

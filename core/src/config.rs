@@ -174,7 +174,8 @@ impl Config {
         toml::to_string_pretty(self).expect("the config schema always serialises")
     }
 
-    /// Sets one `section.key` from text, as the environment and flags do.
+    /// Sets one `section.key` from text, as the environment and flags do. Checks the type;
+    /// relations between values are checked by [`Config::validate`] once every layer is applied.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let (section, field) = key.split_once('.').ok_or_else(|| ConfigError {
             key: key.into(),
@@ -220,7 +221,6 @@ impl Config {
                 key: key.into(),
                 reason: error.message().to_string(),
             })?;
-        updated.validate()?;
         *self = updated;
         Ok(())
     }
@@ -262,6 +262,7 @@ impl Config {
         for (key, value) in overrides {
             config.set(key, value)?;
         }
+        config.validate()?;
         Ok(config)
     }
 
@@ -367,7 +368,8 @@ mod tests {
         assert_eq!(config.server.listen, "127.0.0.1:1");
         assert!(config.set("limits.max_queues", "many").is_err());
         assert!(config.set("limits.nothing", "1").is_err());
-        assert!(config.set("limits.max_queues", "0").is_err());
+        config.set("limits.max_queues", "0").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "limits.max_queues");
     }
 
     #[test]

@@ -1,0 +1,471 @@
+//! Black-box tests: real server processes on 127.0.0.1, driven through the Rust client and raw
+//! sockets. Every scenario runs against every server binary (`ServerKind::ALL`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use krest_client::{
+    AckMode, Client, ClientConfig, Delivery, DeliveryMode, ErrorCode, OutgoingMessage, QueueKind,
+    QueueSettings, SubscribeOptions,
+};
+use krest_proto::client::{client_frame, server_frame, Ping};
+use krest_tests::{RawClient, Server, ServerKind};
+
+/// Generates one test per server kind for each scenario.
+macro_rules! server_tests {
+    ($($scenario:ident),* $(,)?) => {
+        mod tokio_server {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::run(super::$scenario(krest_tests::ServerKind::Tokio));
+                }
+            )*
+        }
+    };
+}
+
+server_tests!(
+    every_queue_kind_delivers_what_was_published,
+    point_consumers_compete_and_broadcast_subscribers_each_get_everything,
+    a_pull_consumer_fetches_and_waits,
+    an_unacked_message_is_redelivered_after_the_ack_timeout,
+    a_message_is_dead_lettered_after_max_deliveries,
+    delayed_messages_arrive_in_deadline_order_and_not_early,
+    publishing_to_a_missing_queue_fails_and_stores_nothing,
+    confirmed_messages_survive_kill_9_during_load,
+    garbage_and_oversized_frames_close_only_that_connection,
+    sigterm_stops_the_server_cleanly,
+);
+
+fn run(scenario: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), scenario)
+            .await
+            .expect("scenario finished in time")
+    });
+}
+
+async fn connect(server: &Server) -> Client {
+    Client::connect(ClientConfig::new([server.address()]))
+        .await
+        .expect("client connects")
+}
+
+fn settings(kind: QueueKind) -> QueueSettings {
+    QueueSettings {
+        kind: kind as i32,
+        ..Default::default()
+    }
+}
+
+async fn next(consumer: &mut krest_client::Consumer) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("stream open")
+        .expect("delivery ok")
+}
+
+fn body(delivery: &Delivery) -> String {
+    String::from_utf8_lossy(&delivery.payload).into_owned()
+}
+
+async fn every_queue_kind_delivers_what_was_published(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    for (name, queue_kind) in [
+        ("temporary-q", QueueKind::Temporary),
+        ("persistent-q", QueueKind::Persistent),
+        ("delay-q", QueueKind::Delay),
+    ] {
+        client
+            .declare_queue(name, settings(queue_kind))
+            .await
+            .expect("declare");
+        let producer = client.producer(name);
+        for i in 0..5 {
+            producer
+                .send(format!("{name}-{i}"))
+                .await
+                .expect("confirmed");
+        }
+        let mut consumer = client
+            .subscribe(SubscribeOptions::new(name))
+            .await
+            .expect("subscribe");
+        for i in 0..5 {
+            let delivery = next(&mut consumer).await;
+            assert_eq!(
+                body(&delivery),
+                format!("{name}-{i}"),
+                "FIFO within a subscription"
+            );
+            consumer.ack(&delivery).await.expect("ack");
+        }
+    }
+    let info = client.queue_info("persistent-q").await.expect("info");
+    assert_eq!(info.messages, 0, "acked messages are removed");
+}
+
+async fn point_consumers_compete_and_broadcast_subscribers_each_get_everything(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    client
+        .declare_queue("fan", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    let mut point_a = client
+        .subscribe(SubscribeOptions::new("fan"))
+        .await
+        .expect("subscribe");
+    let mut point_b = connect(&server)
+        .await
+        .subscribe(SubscribeOptions::new("fan"))
+        .await
+        .expect("subscribe");
+    let broadcast = |queue: &str| SubscribeOptions {
+        mode: DeliveryMode::Broadcast,
+        ..SubscribeOptions::new(queue)
+    };
+    let mut watcher_a = client.subscribe(broadcast("fan")).await.expect("subscribe");
+    let mut watcher_b = connect(&server)
+        .await
+        .subscribe(broadcast("fan"))
+        .await
+        .expect("subscribe");
+    let producer = client.producer("fan");
+    for i in 0..20 {
+        producer.send(i.to_string()).await.expect("confirmed");
+    }
+    for watcher in [&mut watcher_a, &mut watcher_b] {
+        for i in 0..20 {
+            let delivery = next(watcher).await;
+            assert_eq!(body(&delivery), i.to_string());
+            watcher.ack(&delivery).await.expect("ack");
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        tokio::select! {
+            Some(Ok(delivery)) = point_a.next() => { seen.push(body(&delivery)); point_a.ack(&delivery).await.expect("ack"); }
+            Some(Ok(delivery)) = point_b.next() => { seen.push(body(&delivery)); point_b.ack(&delivery).await.expect("ack"); }
+            _ = tokio::time::sleep(Duration::from_secs(20)) => panic!("point consumers stalled at {}", seen.len()),
+        }
+    }
+    seen.sort_by_key(|text| text.parse::<u32>().expect("number"));
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "each message to exactly one point consumer");
+}
+
+async fn a_pull_consumer_fetches_and_waits(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    client
+        .declare_queue("pulled", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    let mut consumer = client
+        .subscribe(SubscribeOptions {
+            pull: true,
+            ..SubscribeOptions::new("pulled")
+        })
+        .await
+        .expect("subscribe");
+    let empty = consumer
+        .fetch(10, Duration::from_millis(200))
+        .await
+        .expect("fetch");
+    assert!(empty.is_empty());
+    let producer = client.producer("pulled");
+    for i in 0..3 {
+        producer.send(i.to_string()).await.expect("confirmed");
+    }
+    let fetched = consumer
+        .fetch(10, Duration::from_secs(5))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        fetched.iter().map(body).collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    consumer.ack_many(&fetched).await.expect("ack");
+}
+
+async fn an_unacked_message_is_redelivered_after_the_ack_timeout(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    let queue = QueueSettings {
+        ack_timeout_ms: 300,
+        ..settings(QueueKind::Persistent)
+    };
+    client
+        .declare_queue("leased", queue)
+        .await
+        .expect("declare");
+    client
+        .producer("leased")
+        .send("once")
+        .await
+        .expect("confirmed");
+    let mut consumer = client
+        .subscribe(SubscribeOptions::new("leased"))
+        .await
+        .expect("subscribe");
+    let first = next(&mut consumer).await;
+    assert_eq!(first.delivery_count(), 1);
+    let again = next(&mut consumer).await;
+    assert_eq!(
+        (body(&again), again.delivery_count()),
+        ("once".to_string(), 2)
+    );
+    consumer.ack(&again).await.expect("ack");
+}
+
+async fn a_message_is_dead_lettered_after_max_deliveries(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    let queue = QueueSettings {
+        max_deliveries: 2,
+        ..settings(QueueKind::Persistent)
+    };
+    client.declare_queue("work", queue).await.expect("declare");
+    client
+        .producer("work")
+        .send("poison")
+        .await
+        .expect("confirmed");
+    let mut consumer = client
+        .subscribe(SubscribeOptions::new("work"))
+        .await
+        .expect("subscribe");
+    for _ in 0..2 {
+        let delivery = next(&mut consumer).await;
+        consumer
+            .nack(&delivery, Duration::ZERO)
+            .await
+            .expect("nack");
+    }
+    let mut dead = client
+        .subscribe(SubscribeOptions::new("work.dlq"))
+        .await
+        .expect("dead-letter queue exists");
+    let letter = next(&mut dead).await;
+    assert_eq!(body(&letter), "poison");
+    let reason = letter
+        .headers
+        .iter()
+        .find(|header| header.key == "krest-dead-letter-reason")
+        .expect("reason header");
+    assert_eq!(reason.value, "max_deliveries");
+}
+
+async fn delayed_messages_arrive_in_deadline_order_and_not_early(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    client
+        .declare_queue("later", settings(QueueKind::Delay))
+        .await
+        .expect("declare");
+    let producer = client.producer("later");
+    let started = std::time::SystemTime::now();
+    for (text, delay_ms) in [("third", 900), ("first", 300), ("second", 600)] {
+        producer
+            .send_delayed(text, Duration::from_millis(delay_ms))
+            .await
+            .expect("confirmed");
+    }
+    let mut consumer = client
+        .subscribe(SubscribeOptions::new("later"))
+        .await
+        .expect("subscribe");
+    for expected in ["first", "second", "third"] {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(body(&delivery), expected);
+        let due = delivery
+            .deliver_at
+            .expect("delayed messages carry deliver-at");
+        assert!(
+            std::time::SystemTime::now() >= due,
+            "delivered before its deliver-at"
+        );
+        assert!(due > started);
+        consumer.ack(&delivery).await.expect("ack");
+    }
+}
+
+async fn publishing_to_a_missing_queue_fails_and_stores_nothing(kind: ServerKind) {
+    let server = Server::start(kind);
+    let client = connect(&server).await;
+    let error = client
+        .producer("ghost")
+        .send("boo")
+        .await
+        .expect_err("refused");
+    assert_eq!(error.code(), Some(ErrorCode::QueueNotFound), "{error}");
+    assert!(client.list_queues().await.expect("list").is_empty());
+}
+
+async fn confirmed_messages_survive_kill_9_during_load(kind: ServerKind) {
+    let mut server = Server::start(kind);
+    let client = connect(&server).await;
+    client
+        .declare_queue("durable", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    let producer = client.producer("durable").with_retries(0);
+    let mut confirmed = std::collections::BTreeSet::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..2_000u32 {
+        let producer = producer.clone();
+        sends.spawn(async move { producer.send(i.to_string()).await.map(|_| i) });
+        if i == 1_500 {
+            // Let some confirms come back, then kill while the rest are in flight.
+            while confirmed.len() < 500 {
+                if let Some(Ok(Ok(i))) = sends.join_next().await {
+                    confirmed.insert(i);
+                }
+            }
+            server.kill9();
+        }
+    }
+    while let Some(result) = sends.join_next().await {
+        if let Ok(Ok(i)) = result {
+            confirmed.insert(i);
+        }
+    }
+    client.close().await;
+    server.restart();
+    let client = connect(&server).await;
+    let mut consumer = client
+        .subscribe(SubscribeOptions {
+            prefetch: 1_000,
+            ..SubscribeOptions::new("durable")
+        })
+        .await
+        .expect("subscribe");
+    let stored = client.queue_info("durable").await.expect("info").messages;
+    assert!(
+        stored as usize >= confirmed.len(),
+        "stored {stored} < confirmed {}",
+        confirmed.len()
+    );
+    let mut delivered = std::collections::BTreeSet::new();
+    for _ in 0..stored {
+        let delivery = next(&mut consumer).await;
+        delivered.insert(body(&delivery).parse::<u32>().expect("number"));
+        consumer.ack(&delivery).await.expect("ack");
+    }
+    let lost: Vec<_> = confirmed.difference(&delivered).collect();
+    assert!(
+        lost.is_empty(),
+        "confirmed but lost after kill -9: {lost:?}"
+    );
+}
+
+async fn garbage_and_oversized_frames_close_only_that_connection(kind: ServerKind) {
+    let server = Server::start_with(
+        kind,
+        &[
+            "--set",
+            "limits.max_frame_bytes=65536",
+            "--set",
+            "limits.max_message_bytes=1024",
+        ],
+    );
+    let client = connect(&server).await;
+    client
+        .declare_queue("safe", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    client
+        .producer("safe")
+        .send("kept")
+        .await
+        .expect("confirmed");
+
+    let mut garbage = RawClient::connect_hello(server.client);
+    garbage
+        .send_bytes(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
+        .expect("write");
+    let error = garbage
+        .read_frame()
+        .expect("an error frame before the close");
+    assert!(
+        matches!(error.body, Some(server_frame::Body::Error(ref e)) if e.code == ErrorCode::MalformedFrame as i32),
+        "{error:?}"
+    );
+    assert!(garbage.is_closed_by_server());
+
+    let mut huge = RawClient::connect_hello(server.client);
+    huge.send_bytes(&[0xff, 0xff, 0xff, 0xff])
+        .expect("write a 4 GiB length prefix");
+    let error = huge.read_frame().expect("an error frame before the close");
+    assert!(
+        matches!(error.body, Some(server_frame::Body::Error(ref e)) if e.message.contains("exceeds")),
+        "{error:?}"
+    );
+    assert!(huge.is_closed_by_server());
+
+    let too_large = OutgoingMessage {
+        payload: Bytes::from(vec![7u8; 2048]),
+        ..Default::default()
+    };
+    let error = client
+        .producer("safe")
+        .send_message(too_large)
+        .await
+        .expect_err("refused");
+    assert_eq!(error.code(), Some(ErrorCode::MessageTooLarge));
+
+    let mut healthy = RawClient::connect_hello(server.client);
+    let pong = healthy.request(client_frame::Body::Ping(Ping {}));
+    assert!(matches!(pong.body, Some(server_frame::Body::Pong(_))));
+    let mut consumer = client
+        .subscribe(SubscribeOptions::new("safe"))
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        body(&next(&mut consumer).await),
+        "kept",
+        "confirmed data is intact"
+    );
+}
+
+async fn sigterm_stops_the_server_cleanly(kind: ServerKind) {
+    let mut server = Server::start(kind);
+    let client = connect(&server).await;
+    client
+        .declare_queue("q", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    client
+        .producer("q")
+        .send("before")
+        .await
+        .expect("confirmed");
+    let (status, health) = server.admin_request("GET", "/healthz", "");
+    assert_eq!((status, health.trim()), (200, "ok"));
+    assert!(server
+        .admin_request("GET", "/metrics", "")
+        .1
+        .contains("krest_queue_depth{queue=\"q\"} 1"));
+    client.close().await;
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    server.restart();
+    let client = connect(&server).await;
+    let mut consumer = client
+        .subscribe(SubscribeOptions {
+            ack_mode: AckMode::Auto,
+            ..SubscribeOptions::new("q")
+        })
+        .await
+        .expect("subscribe");
+    assert_eq!(body(&next(&mut consumer).await), "before");
+}
