@@ -9,4 +9,4 @@ pub mod raw;
 pub mod server;
 
 pub use raw::RawClient;
-pub use server::{Server, ServerKind};
+pub use server::{cli_binary, Server, ServerKind};

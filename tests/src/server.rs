@@ -211,6 +211,11 @@ impl Drop for Server {
     }
 }
 
+/// The path of the `krest` command-line tool, built like the servers.
+pub fn cli_binary() -> PathBuf {
+    binary(ServerKind::Tokio).with_file_name("krest")
+}
+
 /// The path of a server binary, built (once per test process) with the profile and target
 /// directory of the running test.
 pub fn binary(kind: ServerKind) -> PathBuf {
@@ -235,6 +240,7 @@ pub fn binary(kind: ServerKind) -> PathBuf {
         for kind in ServerKind::ALL {
             build.args(["-p", kind.package()]);
         }
+        build.args(["-p", "krest-client"]);
         if release {
             build.arg("--release");
         }
