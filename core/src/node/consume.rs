@@ -425,10 +425,19 @@ impl Node {
             ));
         }
         let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
-        let needs: Vec<_> = index
+        let mut needs: Vec<_> = index
             .map(|index| (LogId::Queue(record.queue), index))
             .into_iter()
             .collect();
+        if !needs.is_empty() {
+            // The ack is only as durable as the subscription it belongs to.
+            let declared_at = self
+                .queues
+                .get(&record.queue)
+                .and_then(|queue| queue.subscriptions.get(&record.subscription))
+                .and_then(|subscription| subscription.declared_at);
+            needs.extend(declared_at.map(|index| (LogId::Metadata, index)));
+        }
         self.when_durable(
             &needs,
             WaiterAction::Client {

@@ -254,4 +254,6 @@ impl Node {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

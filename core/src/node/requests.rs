@@ -123,12 +123,16 @@ impl Node {
             .expect("subscribing to a known queue");
         queue_state.add_subscription(id, name.clone(), durable, broadcast);
         if durable && queue_state.settings.kind.is_durable() {
-            self.append_metadata(metadata_record::Body::SubscriptionDeclared(
+            let index = self.append_metadata(metadata_record::Body::SubscriptionDeclared(
                 SubscriptionDeclared {
                     queue_id: queue.0,
                     name,
                 },
             ));
+            // An ack is confirmed only once its subscription's declaration is durable too.
+            let queue_state = self.queues.get_mut(&queue).expect("just subscribed");
+            let subscription = queue_state.subscriptions.get_mut(&id).expect("just added");
+            subscription.declared_at = Some(index);
         }
         id
     }

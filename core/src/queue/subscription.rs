@@ -96,6 +96,9 @@ pub struct Subscription {
     pub consumers: BTreeMap<ConsumerId, ConsumerState>,
     /// The consumer served last, for round robin.
     pub last_served: Option<ConsumerId>,
+    /// Metadata log index of its declaration (durable subscriptions of durable queues): an
+    /// ack is confirmed only once the subscription it belongs to is durable too.
+    pub declared_at: Option<crate::ids::LogIndex>,
 }
 
 impl Subscription {
@@ -113,6 +116,7 @@ impl Subscription {
             waiting: BTreeMap::new(),
             consumers: BTreeMap::new(),
             last_served: None,
+            declared_at: None,
         }
     }
 
