@@ -7,7 +7,6 @@ use krest_proto::client::{
     SubscriptionEnded,
 };
 
-use super::persistence::WaiterAction;
 use super::session::{ConsumerRecord, PendingFetch, RequestError};
 use super::Node;
 use crate::ids::{ConnId, ConsumerId, QueueId};
@@ -424,7 +423,6 @@ impl Node {
                 ),
             ));
         }
-        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
         let mut needs: Vec<_> = index
             .map(|index| (LogId::Queue(record.queue), index))
             .into_iter()
@@ -438,15 +436,7 @@ impl Node {
                 .and_then(|subscription| subscription.declared_at);
             needs.extend(declared_at.map(|index| (LogId::Metadata, index)));
         }
-        self.when_durable(
-            &needs,
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
+        self.reply_done_when_durable(conn, request_id, &needs);
         Ok(())
     }
 

@@ -437,6 +437,28 @@ impl Node {
         }
     }
 
+    /// Answers `request_id` with `Done` once every need is durable.
+    pub(super) fn reply_done_when_durable(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        needs: &[(LogId, LogIndex)],
+    ) {
+        let frame = Self::encode_reply(
+            request_id,
+            server_frame::Body::Done(krest_proto::client::Done {}),
+        );
+        self.when_durable(
+            needs,
+            WaiterAction::Client {
+                conn,
+                request_id,
+                frame,
+                confirms: 0,
+            },
+        );
+    }
+
     /// Sends a frame that is already encoded (if the connection is still there).
     pub(super) fn send_frame_bytes(&mut self, conn: ConnId, frame: Bytes) {
         if self.connections.contains_key(&conn) {

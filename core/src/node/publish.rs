@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use krest_proto::client::{
-    server_frame, CancelDelayed, Done, ErrorCode, Header, OutgoingMessage, Publish, PublishOk,
+    server_frame, CancelDelayed, ErrorCode, Header, OutgoingMessage, Publish, PublishOk,
 };
 use krest_proto::storage::{queue_record, QueueRecord, StoredMessage};
 use prost::Message as _;
@@ -14,6 +14,7 @@ use super::session::RequestError;
 use super::Node;
 use crate::ids::{ConnId, LogIndex, ProducerId, QueueId, Sequence};
 use crate::io::LogId;
+use crate::queue::message::message_size_bytes;
 use crate::queue::{DeadLetter, Effects, Message, QueueKind};
 use crate::time::{Millis, UnixMillis};
 
@@ -71,12 +72,7 @@ impl Node {
                 .filter(|stored| stored.queue == queue);
             if stored.is_none() {
                 new_count += 1;
-                new_bytes += (message.payload.len()
-                    + message
-                        .headers
-                        .iter()
-                        .map(|h| h.key.len() + h.value.len())
-                        .sum::<usize>()) as u64;
+                new_bytes += message_size_bytes(&message.payload, &message.headers);
             }
             known.push(stored);
         }
@@ -137,13 +133,8 @@ impl Node {
         message: OutgoingMessage,
     ) -> Result<Accepted, RequestError> {
         let limits = &self.config.limits;
-        let size: usize = message.payload.len()
-            + message
-                .headers
-                .iter()
-                .map(|header| header.key.len() + header.value.len())
-                .sum::<usize>();
-        if size > limits.max_message_bytes as usize {
+        let size = message_size_bytes(&message.payload, &message.headers);
+        if size > u64::from(limits.max_message_bytes) {
             return Err((
                 ErrorCode::MessageTooLarge,
                 format!(
@@ -275,20 +266,11 @@ impl Node {
             result = queue.cancel(Sequence(request.sequence), effects);
         });
         result.map_err(|reason| (ErrorCode::MessageNotFound, reason))?;
-        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
         let needs: Vec<_> = index
             .map(|index| (LogId::Queue(queue), index))
             .into_iter()
             .collect();
-        self.when_durable(
-            &needs,
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
+        self.reply_done_when_durable(conn, request_id, &needs);
         Ok(())
     }
 
@@ -334,11 +316,7 @@ impl Node {
             });
         }
         let payload = dead_letter.message.payload.clone();
-        let size = (payload.len()
-            + headers
-                .iter()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>()) as u64;
+        let size = message_size_bytes(&payload, &headers);
         let mut effects = Effects::default();
         let room = self
             .queues

@@ -3,15 +3,13 @@
 
 use bytes::Bytes;
 use krest_proto::client::{
-    self as wire, server_frame, DeclareQueue, Done, ErrorCode, QueueInfo, QueueList,
-    SubscriptionInfo,
+    self as wire, DeclareQueue, ErrorCode, QueueInfo, QueueList, SubscriptionInfo,
 };
 use krest_proto::storage::{
     metadata_record, MetadataRecord, QueueDeclared, QueueDeleted, SubscriptionDeclared,
 };
 use prost::Message as _;
 
-use super::persistence::WaiterAction;
 use super::session::RequestError;
 use super::Node;
 use crate::ids::{ConnId, LogIndex, QueueId, SubscriptionId};
@@ -162,16 +160,7 @@ impl Node {
     ) -> Result<(), RequestError> {
         let settings = request.settings.unwrap_or_default();
         let (_, need) = self.declare_queue(&request.name, &settings, None, true)?;
-        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
-        self.when_durable(
-            need.as_slice(),
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
+        self.reply_done_when_durable(conn, request_id, need.as_slice());
         Ok(())
     }
 
@@ -225,16 +214,7 @@ impl Node {
         name: &str,
     ) -> Result<(), RequestError> {
         let need = self.delete_queue(name)?;
-        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
-        self.when_durable(
-            need.as_slice(),
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
+        self.reply_done_when_durable(conn, request_id, need.as_slice());
         Ok(())
     }
 
@@ -259,16 +239,7 @@ impl Node {
         name: &str,
     ) -> Result<(), RequestError> {
         let (_, need) = self.purge_queue(name)?;
-        let frame = Self::encode_reply(request_id, server_frame::Body::Done(Done {}));
-        self.when_durable(
-            need.as_slice(),
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
+        self.reply_done_when_durable(conn, request_id, need.as_slice());
         Ok(())
     }
 

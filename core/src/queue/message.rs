@@ -42,11 +42,15 @@ pub struct Message {
 impl Message {
     /// Payload plus header bytes: what limits count.
     pub fn size_bytes(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|header| header.key.len() + header.value.len())
-            .sum();
-        (self.payload.len() + headers) as u64
+        message_size_bytes(&self.payload, &self.headers)
     }
+}
+
+/// Payload plus header bytes of a message: what limits count.
+pub fn message_size_bytes(payload: &[u8], headers: &[Header]) -> u64 {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|header| header.key.len() + header.value.len())
+        .sum();
+    (payload.len() + header_bytes) as u64
 }
