@@ -66,6 +66,17 @@ pub struct AdminHttpRequest {
     pub body: Vec<u8>,
 }
 
+impl From<krest_proto::http::HttpRequest> for AdminHttpRequest {
+    fn from(request: krest_proto::http::HttpRequest) -> AdminHttpRequest {
+        AdminHttpRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            body: request.body,
+        }
+    }
+}
+
 /// The result of storage work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageDone {

@@ -20,6 +20,7 @@
 mod harness;
 
 pub mod config;
+pub mod driver;
 pub mod ids;
 pub mod io;
 pub mod node;

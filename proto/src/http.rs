@@ -96,6 +96,54 @@ pub fn parse_request(buffer: &[u8]) -> Result<Option<HttpRequest>, HttpError> {
     }))
 }
 
+/// How long an admin client has to send its whole request before the runtime drops it.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// The read side of one admin connection: the runtime appends what it reads with
+/// [`RequestReader::push`] until the answer is a request for the core or bytes to write back.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    buffer: Vec<u8>,
+}
+
+/// What [`RequestReader::push`] makes of the bytes read so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadProgress {
+    /// Incomplete: read more.
+    NeedMore,
+    /// A whole request: hand it to the core, write back its answer, close.
+    Request(HttpRequest),
+    /// Not acceptable: write back this response (400 or 413), close.
+    Reject(Vec<u8>),
+}
+
+impl RequestReader {
+    /// Bytes asked of the socket per read.
+    pub const READ_CHUNK_BYTES: usize = 4096;
+
+    /// Appends `bytes` (just read) and looks for a whole request.
+    pub fn push(&mut self, bytes: &[u8]) -> ReadProgress {
+        self.buffer.extend_from_slice(bytes);
+        match parse_request(&self.buffer) {
+            Ok(Some(request)) => ReadProgress::Request(request),
+            Ok(None) if self.buffer.len() <= MAX_HEAD_BYTES + MAX_BODY_BYTES => {
+                ReadProgress::NeedMore
+            }
+            Ok(None) => ReadProgress::Reject(error_response(&HttpError::TooLarge)),
+            Err(error) => ReadProgress::Reject(error_response(&error)),
+        }
+    }
+}
+
+/// The plain-text response to a request that could not be accepted.
+fn error_response(error: &HttpError) -> Vec<u8> {
+    encode_response(
+        error.status(),
+        "text/plain",
+        format!("{error}\n").as_bytes(),
+    )
+}
+
 /// A complete response with `Connection: close`.
 pub fn encode_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -149,6 +197,24 @@ mod tests {
             parse_request(b"\x00\x01 garbage\r\n\r\n"),
             Err(HttpError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_request_reader_waits_for_the_whole_request_and_rejects_garbage_with_400() {
+        let mut reader = RequestReader::default();
+        assert_eq!(
+            reader.push(b"GET /healthz HTTP/1.1\r\n"),
+            ReadProgress::NeedMore
+        );
+        match reader.push(b"\r\n") {
+            ReadProgress::Request(request) => assert_eq!(request.path, "/healthz"),
+            other => panic!("expected a request, got {other:?}"),
+        }
+        let mut reader = RequestReader::default();
+        match reader.push(b"\x00\x01 garbage\r\n\r\n") {
+            ReadProgress::Reject(response) => assert!(response.starts_with(b"HTTP/1.1 400 ")),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
     }
 
     #[test]

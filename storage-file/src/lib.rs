@@ -82,14 +82,18 @@ mod record;
 mod recovery;
 mod segment;
 mod segmented_log;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(test)]
 mod test_support;
+pub mod worker;
 
 pub use data_dir::{is_valid_log_name, DataDir, RecoveredLog};
 pub use error::StorageError;
 pub use executor::{OpenError, StorageExecutor};
 pub use record::{StoredRecord, MAX_BODY_BYTES};
 pub use segmented_log::{LogConfig, SegmentedLog};
+pub use worker::{BatchExecutor, Completions, StorageWorker};
 
 /// The size of a record header in bytes; a record takes this plus its body on disk.
 pub const RECORD_HEADER_BYTES: usize = record::HEADER_BYTES;

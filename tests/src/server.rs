@@ -13,21 +13,25 @@ use std::time::{Duration, Instant};
 pub enum ServerKind {
     /// `krest-server`, on tokio.
     Tokio,
+    /// `krest-server-smol`, on smol.
+    Smol,
 }
 
 impl ServerKind {
     /// Every server binary; black-box tests run against each.
-    pub const ALL: [ServerKind; 1] = [ServerKind::Tokio];
+    pub const ALL: [ServerKind; 2] = [ServerKind::Tokio, ServerKind::Smol];
 
     fn binary_name(self) -> &'static str {
         match self {
             ServerKind::Tokio => "krest-server",
+            ServerKind::Smol => "krest-server-smol",
         }
     }
 
     fn package(self) -> &'static str {
         match self {
             ServerKind::Tokio => "krest-runtime-tokio",
+            ServerKind::Smol => "krest-runtime-smol",
         }
     }
 }

@@ -14,11 +14,15 @@ use krest_tests::{RawClient, Server, ServerKind};
 /// Generates one test per server kind for each scenario.
 macro_rules! server_tests {
     ($($scenario:ident),* $(,)?) => {
-        mod tokio_server {
+        server_tests!(@kind tokio_server, Tokio, $($scenario),*);
+        server_tests!(@kind smol_server, Smol, $($scenario),*);
+    };
+    (@kind $module:ident, $kind:ident, $($scenario:ident),*) => {
+        mod $module {
             $(
                 #[test]
                 fn $scenario() {
-                    super::run(super::$scenario(krest_tests::ServerKind::Tokio));
+                    super::run(super::$scenario(krest_tests::ServerKind::$kind));
                 }
             )*
         }

@@ -32,6 +32,9 @@ macro_rules! cli_tests {
         mod tokio_server {
             $( #[test] fn $scenario() { super::$scenario(krest_tests::ServerKind::Tokio) } )*
         }
+        mod smol_server {
+            $( #[test] fn $scenario() { super::$scenario(krest_tests::ServerKind::Smol) } )*
+        }
     };
 }
 
