@@ -1,25 +1,45 @@
 //! [`Client`]: the handle to one logical connection to a Krest-MQ cluster.
 //!
-//! A `Client` is cheap to clone; all clones share one connection task. The task lives while any
-//! clone, producer or consumer of the client lives, or until [`Client::close`].
+//! A `Client` is cheap to clone; all clones share one driver task (tokio or smol) around one
+//! [`crate::machine::ClientMachine`]. The task lives while any clone, producer or consumer of
+//! the client lives, or until [`Client::close`].
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use krest_proto::client::{
     client_frame, server_frame, CancelDelayed, DeclareQueue, DeleteQueue, GetQueue, ListQueues,
     OutgoingMessage, Ping, Publish, PurgeQueue, QueueInfo, QueueSettings,
 };
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::config::ClientConfig;
-use crate::connection::{self, InFlight, Shared};
 use crate::consumer::{Consumer, SubscribeOptions};
 use crate::error::ClientError;
 use crate::producer::Producer;
+use crate::runtime::DriverTask;
+use crate::shared::{InFlight, Shared};
+
+/// Which async runtime drives a client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// tokio (feature `tokio`, on by default); current-thread or multi-threaded.
+    #[cfg(feature = "tokio")]
+    Tokio,
+    /// smol's global executor (feature `smol`).
+    #[cfg(feature = "smol")]
+    Smol,
+}
+
+impl Default for Runtime {
+    /// tokio when the `tokio` feature is on, else smol.
+    fn default() -> Runtime {
+        #[cfg(feature = "tokio")]
+        return Runtime::Tokio;
+        #[cfg(all(feature = "smol", not(feature = "tokio")))]
+        return Runtime::Smol;
+    }
+}
 
 /// A connection to a Krest-MQ server, reconnecting on its own. Cheap to clone.
 #[derive(Clone)]
@@ -29,21 +49,26 @@ pub struct Client {
 
 struct ClientInner {
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Mutex<Option<DriverTask>>,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        self.shared.mark_closed();
-        self.shutdown.send_replace(true);
+        // The driver sees the machine closed and ends.
+        self.shared.close();
     }
 }
 
 impl Client {
     /// Connects to the first reachable server of `config.servers` (each is tried once) and
-    /// starts the background connection task.
+    /// starts the driver task on the default [`Runtime`] (tokio if enabled). Must be called
+    /// from within that runtime.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        Client::connect_on(Runtime::default(), config).await
+    }
+
+    /// [`Client::connect`] with the driver on `runtime`.
+    pub async fn connect_on(runtime: Runtime, config: ClientConfig) -> Result<Client, ClientError> {
         if config.servers.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "no server address given".into(),
@@ -51,37 +76,31 @@ impl Client {
         }
         let server_count = config.servers.len() as u64;
         let shared = Arc::new(Shared::new(config, random_producer_id()));
-        let mut status = shared.status.subscribe();
-        let (shutdown, shutdown_receiver) = watch::channel(false);
-        let task = tokio::spawn(connection::task::run(
-            Arc::clone(&shared),
-            shutdown_receiver,
-        ));
+        let task = match runtime {
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio => crate::runtime::tokio::spawn(Arc::clone(&shared)),
+            #[cfg(feature = "smol")]
+            Runtime::Smol => crate::runtime::smol::spawn(Arc::clone(&shared)),
+        };
         let client = Client {
             inner: Arc::new(ClientInner {
                 shared,
-                shutdown,
                 task: Mutex::new(Some(task)),
             }),
         };
-        loop {
-            {
-                let current = status.borrow_and_update();
-                if current.sessions > 0 {
-                    break;
-                }
-                if current.failed_attempts >= server_count {
-                    let error = current.last_error.as_ref().map(|error| error.duplicate());
-                    drop(current);
-                    client.close().await;
-                    return Err(error.unwrap_or(ClientError::Disconnected));
-                }
-            }
-            if status.changed().await.is_err() {
-                return Err(ClientError::Closed);
+        // Each server gets one attempt.
+        match client.shared().connected(server_count).await {
+            Ok(()) => Ok(client),
+            Err(error) => {
+                client.close().await;
+                Err(error)
             }
         }
-        Ok(client)
+    }
+
+    /// The server (`HOST:PORT`) and node id the client is connected to, if it is now.
+    pub fn connected_to(&self) -> Option<(String, u64)> {
+        self.inner.shared.connected_to()
     }
 
     /// The producer id this client announces on every connection (random, never 0).
@@ -161,11 +180,7 @@ impl Client {
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<u64>, ClientError> {
         let count = messages.len();
-        let answer = self
-            .start_publish(queue, messages)
-            .await?
-            .response()
-            .await?;
+        let answer = self.start_publish(queue, messages).await?.await?;
         publish_sequences(answer, count)
     }
 
@@ -193,8 +208,7 @@ impl Client {
     /// Closes the connection and stops the task. Pending requests fail with
     /// [`ClientError::Closed`], consumers' streams end, and later requests fail at once.
     pub async fn close(&self) {
-        self.inner.shared.mark_closed();
-        self.inner.shutdown.send_replace(true);
+        self.inner.shared.close();
         let task = self
             .inner
             .task
@@ -202,7 +216,7 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(task) = task {
-            let _finished_or_panicked = task.await;
+            task.join().await;
         }
     }
 
@@ -214,17 +228,12 @@ impl Client {
     /// Subscribes to a queue; see [`SubscribeOptions`].
     pub async fn subscribe(&self, options: SubscribeOptions) -> Result<Consumer, ClientError> {
         let subscribe = options.to_wire();
-        let (events_sender, events) = mpsc::unbounded_channel();
-        let consumer_id = self.shared().add_consumer(subscribe.clone(), events_sender);
-        // Built before subscribing so that dropping it (on error or cancellation) forgets the
-        // consumer and ends a subscription that succeeded anyway.
-        let consumer = Consumer::new(self.clone(), consumer_id, options, events);
         let timeout = self.config().request_timeout;
-        let answer = self
-            .shared()
-            .subscribe_consumer(consumer_id, subscribe, timeout)
-            .await?;
-        match answer {
+        let (consumer_key, answer) = self.shared().add_consumer(subscribe, timeout);
+        // Built before waiting so that dropping it (on error or cancellation) forgets the
+        // consumer and ends a subscription that succeeded anyway.
+        let consumer = Consumer::new(self.clone(), consumer_key, options);
+        match answer.await? {
             server_frame::Body::SubscribeOk(_) => Ok(consumer),
             _ => Err(ClientError::unexpected_answer("Subscribe")),
         }
@@ -238,8 +247,7 @@ impl Client {
         &self,
         body: client_frame::Body,
     ) -> Result<server_frame::Body, ClientError> {
-        let timeout = self.config().request_timeout;
-        self.shared().request(body, timeout).await
+        self.shared().request(body).await
     }
 
     /// Queues a publish and returns the handle to its answer.
@@ -252,10 +260,12 @@ impl Client {
             queue: queue.to_string(),
             messages,
         };
+        self.shared().write_room().await;
         let timeout = self.config().request_timeout;
-        self.shared()
-            .start(client_frame::Body::Publish(publish), timeout)
-            .await
+        let attempts = self.config().reconnect_attempts_per_request;
+        Ok(self
+            .shared()
+            .start(client_frame::Body::Publish(publish), timeout, attempts))
     }
 }
 

@@ -18,11 +18,11 @@ use krest_proto::client::{
     client_frame, server_frame, AckMode, Credit, Deliveries, DeliveryMode, DeliveryTag, Fetch,
     Header, QueueSettings, Settle, SettleAction, Subscribe, Unsubscribe,
 };
-use tokio::sync::mpsc;
 
 use crate::client::{expect_done, Client};
-use crate::connection::ConsumerEvent;
 use crate::error::ClientError;
+use crate::machine::ConsumerKey;
+use crate::shared::ConsumerEvent;
 
 /// The prefetch of [`SubscribeOptions::new`].
 pub const DEFAULT_PREFETCH: u32 = 64;
@@ -179,9 +179,8 @@ impl CreditWindow {
 /// A subscription to one queue. Dropping it unsubscribes (best effort).
 pub struct Consumer {
     client: Client,
-    consumer_id: u64,
+    consumer_id: ConsumerKey,
     options: SubscribeOptions,
-    events: mpsc::UnboundedReceiver<ConsumerEvent>,
     buffered: VecDeque<Delivery>,
     credit: CreditWindow,
     ended: bool,
@@ -190,16 +189,14 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(
         client: Client,
-        consumer_id: u64,
+        consumer_id: ConsumerKey,
         options: SubscribeOptions,
-        events: mpsc::UnboundedReceiver<ConsumerEvent>,
     ) -> Consumer {
         let credit = CreditWindow::new(options.prefetch);
         Consumer {
             client,
             consumer_id,
             options,
-            events,
             buffered: VecDeque::new(),
             credit,
             ended: false,
@@ -214,7 +211,10 @@ impl Consumer {
     /// The subscription id on the current connection; `None` while reconnecting.
     pub fn subscription_id(&self) -> Option<SubscriptionId> {
         let shared = self.client.shared();
-        shared.subscription_id(self.consumer_id).map(SubscriptionId)
+        shared
+            .subscription_id(self.consumer_id)
+            .ok()
+            .map(SubscriptionId)
     }
 
     /// Auto ack: never grant credit for more than `total` deliveries in all (the initial
@@ -233,13 +233,16 @@ impl Consumer {
         }
         loop {
             if let Some(delivery) = self.buffered.pop_front() {
-                self.after_taken(&delivery).await;
+                self.after_taken(&delivery);
                 return Some(Ok(delivery));
             }
             if self.ended {
                 return None;
             }
-            match self.events.recv().await {
+            let shared = self.client.shared();
+            let consumer = self.consumer_id;
+            let event = std::future::poll_fn(|context| shared.poll_consumer(consumer, context));
+            match event.await {
                 None => return None,
                 Some(ConsumerEvent::Deliveries(deliveries)) => {
                     self.buffered.extend(deliveries_from_wire(deliveries));
@@ -252,13 +255,13 @@ impl Consumer {
         }
     }
 
-    async fn after_taken(&mut self, delivery: &Delivery) {
+    fn after_taken(&mut self, delivery: &Delivery) {
         if self.options.ack_mode != AckMode::Auto {
             return;
         }
         let subscription_id = delivery.subscription_id.0;
         if let Some(messages) = self.credit.on_taken(subscription_id) {
-            let Some(current) = self.client.shared().subscription_id(self.consumer_id) else {
+            let Ok(current) = self.client.shared().subscription_id(self.consumer_id) else {
                 return;
             };
             if current == subscription_id {
@@ -267,7 +270,7 @@ impl Consumer {
                     messages,
                 };
                 let body = client_frame::Body::Credit(credit);
-                self.client.shared().send_ignored(body).await;
+                self.client.shared().send_ignored(body);
             }
         }
     }
@@ -285,9 +288,10 @@ impl Consumer {
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
         let timeout = self.client.config().request_timeout + wait;
+        let attempts = self.client.config().reconnect_attempts_per_request;
         let shared = self.client.shared();
         match shared
-            .request(client_frame::Body::Fetch(fetch), timeout)
+            .start(client_frame::Body::Fetch(fetch), timeout, attempts)
             .await?
         {
             server_frame::Body::Deliveries(deliveries) => Ok(deliveries_from_wire(deliveries)),
@@ -367,15 +371,18 @@ impl Consumer {
     }
 
     fn current_subscription_id(&self) -> Result<u64, ClientError> {
-        self.client
-            .shared()
-            .current_subscription_id(self.consumer_id)
+        self.client.shared().subscription_id(self.consumer_id)
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.client.shared().forget_consumer(self.consumer_id);
+        // Best effort: ends the subscription on the server if there is a link now.
+        let shared = self.client.shared();
+        if let Some(subscription_id) = shared.remove_consumer(self.consumer_id) {
+            let unsubscribe = Unsubscribe { subscription_id };
+            shared.send_ignored(client_frame::Body::Unsubscribe(unsubscribe));
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! krest-client: an async Rust client for Krest-MQ on tokio, and the `krest` command-line tool.
+//! krest-client: an async Rust client for Krest-MQ on tokio or smol, and the `krest`
+//! command-line tool.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), krest_client::ClientError> {
@@ -23,25 +24,33 @@
 //!
 //! - [`Client`]: one connection (cheap to clone) driven by a background task that pipelines
 //!   requests, matches answers by request id, and reconnects with backoff, re-sending the
-//!   handshake with the same producer id and re-subscribing every live consumer.
+//!   handshake with the same producer id and re-subscribing every live consumer. The logic is
+//!   the sans-IO [`machine::ClientMachine`]; the task only moves bytes and sleeps, on tokio
+//!   (feature `tokio`, default) or smol (feature `smol`, [`Runtime::Smol`]).
 //! - [`Producer`]: confirmed publishing with bounded, idempotent retries.
 //! - [`Consumer`]: push ([`Consumer::next`]) or pull ([`Consumer::fetch`]) consumption and
 //!   settling (`ack`, `nack`, `reject`, `extend`).
 //! - [`ClientError`]: every failure, with the server's stable code when it has one.
 //! - [`cli`]: the `krest` tool.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod config;
-mod connection;
 mod consumer;
 mod error;
+pub mod machine;
 mod producer;
+mod runtime;
+mod shared;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tokio"))]
 mod tests;
 
-pub use crate::client::Client;
+#[cfg(not(any(feature = "tokio", feature = "smol")))]
+compile_error!("krest-client needs a runtime: enable the `tokio` (default) or `smol` feature");
+
+pub use crate::client::{Client, Runtime};
 pub use crate::config::ClientConfig;
 pub use crate::consumer::{Consumer, Delivery, SubscribeOptions, SubscriptionId, DEFAULT_PREFETCH};
 pub use crate::error::ClientError;

@@ -6,7 +6,6 @@
 //! same producer sequence, so the server confirms it with the original queue sequence and
 //! stores it once. Other errors are returned at once. Retries are bounded per message.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,9 @@ use bytes::Bytes;
 use krest_proto::client::{Header, OutgoingMessage};
 
 use crate::client::{publish_sequences, Client};
-use crate::connection::InFlight;
 use crate::error::ClientError;
+use crate::shared::next_producer_sequence;
+use crate::shared::InFlight;
 
 /// Retries per message unless [`Producer::with_retries`] says otherwise.
 pub const DEFAULT_PRODUCER_RETRIES: u32 = 5;
@@ -101,8 +101,7 @@ impl Producer {
         mut message: OutgoingMessage,
     ) -> Result<PendingSend, ClientError> {
         if message.producer_sequence == 0 {
-            let sequences = &self.client.shared().next_producer_sequence;
-            message.producer_sequence = sequences.fetch_add(1, Ordering::Relaxed);
+            message.producer_sequence = next_producer_sequence(self.client.shared());
         }
         if !self.headers.is_empty() {
             let own_headers = std::mem::take(&mut message.headers);
@@ -139,7 +138,8 @@ impl Producer {
             return Err(error);
         }
         tracing::debug!(%error, queue = %self.queue, retries_used, "retrying a publish");
-        tokio::time::sleep(self.client.config().backoff(retries_used)).await;
+        let backoff = self.client.config().backoff(retries_used);
+        self.client.shared().sleep(backoff).await;
         Ok(retries_used + 1)
     }
 }
@@ -161,7 +161,6 @@ impl PendingSend {
         } = self;
         loop {
             let outcome = request
-                .response()
                 .await
                 .and_then(|answer| publish_sequences(answer, 1));
             match outcome {
