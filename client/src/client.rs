@@ -31,6 +31,7 @@ pub enum Runtime {
     Smol,
 }
 
+#[cfg(any(feature = "tokio", feature = "smol"))]
 impl Default for Runtime {
     /// tokio when the `tokio` feature is on, else smol.
     fn default() -> Runtime {
@@ -63,6 +64,7 @@ impl Client {
     /// Connects to the first reachable server of `config.servers` (each is tried once) and
     /// starts the driver task on the default [`Runtime`] (tokio if enabled). Must be called
     /// from within that runtime.
+    #[cfg(any(feature = "tokio", feature = "smol"))]
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         Client::connect_on(Runtime::default(), config).await
     }

@@ -33,6 +33,9 @@
 //! - [`ClientError`]: every failure, with the server's stable code when it has one.
 //! - [`cli`]: the `krest` tool.
 
+// A loom build has no runtime, so the connection code is compiled but never used.
+#![cfg_attr(loom, allow(dead_code, unused_variables, unreachable_code))]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 mod client;
@@ -47,7 +50,8 @@ mod shared;
 #[cfg(all(test, feature = "tokio"))]
 mod tests;
 
-#[cfg(not(any(feature = "tokio", feature = "smol")))]
+// A loom build (model checks of `shared`) runs without a runtime.
+#[cfg(not(any(feature = "tokio", feature = "smol", loom)))]
 compile_error!("krest-client needs a runtime: enable the `tokio` (default) or `smol` feature");
 
 pub use crate::client::{Client, Runtime};
