@@ -286,16 +286,11 @@ mod tests {
         worker.close();
         assert_eq!(worker.submit([numbered(9_999)]), 1, "refused after close");
         let mut through = Vec::new();
-        loop {
-            match block_on(worker.completions()) {
-                Completions::Done(done) => {
-                    through.extend(done.into_iter().map(|done| match done {
-                        StorageDone::Synced { through, .. } => through.0,
-                        StorageDone::Failed { .. } => panic!("no failures here"),
-                    }))
-                }
-                Completions::Stopped => break,
-            }
+        while let Completions::Done(done) = block_on(worker.completions()) {
+            through.extend(done.into_iter().map(|done| match done {
+                StorageDone::Synced { through, .. } => through.0,
+                StorageDone::Failed { .. } => panic!("no failures here"),
+            }));
         }
         assert_eq!(through, (1..=1_000).collect::<Vec<_>>());
         worker.join();
