@@ -10,3 +10,30 @@ pub mod server;
 
 pub use raw::RawClient;
 pub use server::{cli_binary, Server, ServerKind};
+
+/// Generates, for each scenario `fn scenario(kind: ServerKind)` (or `async fn`), one `#[test]`
+/// per server binary: `tokio_server::scenario` and `smol_server::scenario`, each calling
+/// `$run(super::scenario, kind)`. `$run` is a path as seen from inside those modules, e.g.
+/// `super::run` for a runner that drives an async scenario.
+#[macro_export]
+macro_rules! for_each_server {
+    ($run:path; $($scenario:ident),* $(,)?) => {
+        $crate::for_each_server!(@kind tokio_server, Tokio, $run; $($scenario),*);
+        $crate::for_each_server!(@kind smol_server, Smol, $run; $($scenario),*);
+    };
+    (@kind $module:ident, $kind:ident, $run:path; $($scenario:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $scenario() {
+                    $run(super::$scenario, $crate::ServerKind::$kind);
+                }
+            )*
+        }
+    };
+}
+
+/// The runner for plain (blocking) scenarios in [`for_each_server!`].
+pub fn call(scenario: fn(ServerKind), kind: ServerKind) {
+    scenario(kind)
+}

@@ -66,6 +66,19 @@ impl RawClient {
         }
     }
 
+    /// Sends one request and returns the first frame the server sends back, or `None` if it
+    /// closed the connection first (or the write failed).
+    pub fn request_or_close(&mut self, body: client_frame::Body) -> Option<ServerFrame> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let frame = frame_bytes(&ClientFrame {
+            request_id,
+            body: Some(body),
+        });
+        self.send_bytes(&frame).ok()?;
+        self.read_frame()
+    }
+
     /// Reads the next frame; `None` when the server closed the connection.
     pub fn read_frame(&mut self) -> Option<ServerFrame> {
         let mut decoder = FrameDecoder::new(64 * 1024 * 1024);

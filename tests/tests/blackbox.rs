@@ -11,25 +11,7 @@ use krest_client::{
 use krest_proto::client::{client_frame, server_frame, Ping};
 use krest_tests::{RawClient, Server, ServerKind};
 
-/// Generates one test per server kind for each scenario.
-macro_rules! server_tests {
-    ($($scenario:ident),* $(,)?) => {
-        server_tests!(@kind tokio_server, Tokio, $($scenario),*);
-        server_tests!(@kind smol_server, Smol, $($scenario),*);
-    };
-    (@kind $module:ident, $kind:ident, $($scenario:ident),*) => {
-        mod $module {
-            $(
-                #[test]
-                fn $scenario() {
-                    super::run(super::$scenario(krest_tests::ServerKind::$kind));
-                }
-            )*
-        }
-    };
-}
-
-server_tests!(
+krest_tests::for_each_server!(super::run;
     every_queue_kind_delivers_what_was_published,
     point_consumers_compete_and_broadcast_subscribers_each_get_everything,
     a_pull_consumer_fetches_and_waits,
@@ -42,7 +24,8 @@ server_tests!(
     sigterm_stops_the_server_cleanly,
 );
 
-fn run(scenario: impl std::future::Future<Output = ()>) {
+fn run<F: std::future::Future<Output = ()>>(scenario: fn(ServerKind) -> F, kind: ServerKind) {
+    let scenario = scenario(kind);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

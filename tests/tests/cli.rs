@@ -27,18 +27,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-macro_rules! cli_tests {
-    ($($scenario:ident),* $(,)?) => {
-        mod tokio_server {
-            $( #[test] fn $scenario() { super::$scenario(krest_tests::ServerKind::Tokio) } )*
-        }
-        mod smol_server {
-            $( #[test] fn $scenario() { super::$scenario(krest_tests::ServerKind::Smol) } )*
-        }
-    };
-}
-
-cli_tests!(
+krest_tests::for_each_server!(krest_tests::call;
     stdin_lines_are_published_and_sub_prints_then_acks_them,
     queue_commands_report_as_json,
     failures_print_one_line_and_exit_non_zero,
