@@ -347,6 +347,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_has_every_key_with_its_default() {
+        // krest.example.toml documents the configuration; it must stay complete and true.
+        let text = include_str!("../../krest.example.toml");
+        let example = Config::from_toml(text).expect("the example parses");
+        assert_eq!(
+            example,
+            Config::default(),
+            "every value in the example is the default"
+        );
+        let keys = |toml_text: &str| -> Vec<String> {
+            toml_text
+                .lines()
+                .filter(|line| !line.starts_with('#') && line.contains(" = "))
+                .map(|line| line.split(" = ").next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(
+            keys(text),
+            keys(&Config::default().to_toml()),
+            "every key, in order"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error_that_names_it() {
         let error = Config::from_toml("[limits]\nmax_frame_byts = 5\n").unwrap_err();
         assert!(error.reason.contains("max_frame_byts"), "{error}");

@@ -7,8 +7,12 @@ use std::process::{Command, Output, Stdio};
 use krest_tests::{cli_binary, Server, ServerKind};
 
 fn krest(server: &Server, arguments: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(cli_binary())
-        .args(["-s", &server.address()])
+    let mut command = Command::new(cli_binary());
+    command.args(["-s", &server.address()]);
+    if !arguments.contains(&"--admin") {
+        command.args(["--admin", &server.admin.to_string()]);
+    }
+    let mut child = command
         .args(arguments)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -31,7 +35,48 @@ krest_tests::for_each_server!(krest_tests::call;
     stdin_lines_are_published_and_sub_prints_then_acks_them,
     queue_commands_report_as_json,
     failures_print_one_line_and_exit_non_zero,
+    cluster_info_and_server_check_ask_the_admin_api,
 );
+
+fn cluster_info_and_server_check_ask_the_admin_api(kind: ServerKind) {
+    // Proves `cluster info` reports the node (plain and JSON) and `server check` exits 0 for a
+    // healthy node and non-zero when nothing answers at the admin address.
+    let server = Server::start_with(kind, &["--node-id", "7"]);
+    let info = krest(&server, &["cluster", "info"], None);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    assert!(
+        text(&info.stdout).contains("node_id  7"),
+        "{}",
+        text(&info.stdout)
+    );
+    let info = krest(&server, &["--json", "cluster", "info"], None);
+    let cluster: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(cluster["node_id"], 7);
+    let check = krest(&server, &["server", "check"], None);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("ready    ok"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let nowhere = unused.local_addr().expect("address").to_string();
+    drop(unused);
+    let check = krest(
+        &server,
+        &["--admin", &nowhere, "--json", "server", "check"],
+        None,
+    );
+    assert!(!check.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).expect("json");
+    assert_eq!(report["healthy"], false);
+    assert!(
+        text(&check.stderr).starts_with("krest: "),
+        "{}",
+        text(&check.stderr)
+    );
+}
 
 fn stdin_lines_are_published_and_sub_prints_then_acks_them(kind: ServerKind) {
     let server = Server::start(kind);

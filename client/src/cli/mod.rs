@@ -5,6 +5,7 @@
 //! and exits with status 1 (usage errors exit with clap's status 2). Other tools script this
 //! interface, so its flags and output formats are stable.
 
+pub mod admin;
 pub mod bench;
 pub mod publish;
 pub mod queue;
@@ -32,6 +33,14 @@ pub struct Cli {
         global = true
     )]
     pub servers: Vec<String>,
+    /// Admin HTTP address HOST:PORT (for `cluster` and `server`).
+    #[arg(
+        long = "admin",
+        env = "KREST_ADMIN",
+        default_value = "127.0.0.1:7655",
+        global = true
+    )]
+    pub admin: String,
     /// Print JSON instead of tables and plain text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -55,6 +64,32 @@ pub enum Command {
     Sub(subscribe::SubscribeArgs),
     /// Measure publish and consume throughput and confirm latency.
     Bench(bench::BenchArgs),
+    /// The cluster as a node's admin API sees it.
+    Cluster {
+        /// The cluster operation.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Check a node through its admin API.
+    Server {
+        /// The server operation.
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+}
+
+/// `krest cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Node id, role, term and peers.
+    Info,
+}
+
+/// `krest server ...`
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Exit 0 if the node is healthy and ready (storage recovered), non-zero otherwise.
+    Check,
 }
 
 /// `krest queue ...`
@@ -166,6 +201,8 @@ impl ModeArg {
 pub struct Globals {
     /// Where to connect.
     pub servers: Vec<String>,
+    /// The admin API address.
+    pub admin: String,
     /// JSON output.
     pub json: bool,
 }
@@ -219,6 +256,7 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let globals = Globals {
         servers: cli.servers,
+        admin: cli.admin,
         json: cli.json,
     };
     match cli.command {
@@ -226,6 +264,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pub(args) => publish::run(&globals, args).await,
         Command::Sub(args) => subscribe::run(&globals, args).await,
         Command::Bench(args) => bench::run(&globals, args).await,
+        Command::Cluster {
+            command: ClusterCommand::Info,
+        } => admin::cluster_info(&globals).await,
+        Command::Server {
+            command: ServerCommand::Check,
+        } => admin::server_check(&globals).await,
     }
 }
 
