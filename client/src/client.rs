@@ -77,13 +77,27 @@ impl Client {
             ));
         }
         let server_count = config.servers.len() as u64;
-        let shared = Arc::new(Shared::new(config, random_producer_id()));
+        let shared = Arc::new(Shared::new(
+            config,
+            random_producer_id(),
+            crate::shared::system_clock(),
+        ));
         let task = match runtime {
             #[cfg(feature = "tokio")]
             Runtime::Tokio => crate::runtime::tokio::spawn(Arc::clone(&shared)),
             #[cfg(feature = "smol")]
             Runtime::Smol => crate::runtime::smol::spawn(Arc::clone(&shared)),
         };
+        Client::start(shared, task, server_count).await
+    }
+
+    /// A client around `shared`, driven by `task`; waits for the first session (each of
+    /// `attempts` connection attempts may fail).
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        task: DriverTask,
+        server_count: u64,
+    ) -> Result<Client, ClientError> {
         let client = Client {
             inner: Arc::new(ClientInner {
                 shared,

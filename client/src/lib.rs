@@ -32,6 +32,8 @@
 //!   settling (`ack`, `nack`, `reject`, `extend`).
 //! - [`ClientError`]: every failure, with the server's stable code when it has one.
 //! - [`cli`]: the `krest` tool.
+//! - `embedded` (feature `embedded`): a broker in the test process, in virtual time, for
+//!   testing applications ("deliver in 3 days" in one call).
 
 // A loom build has no runtime, so the connection code is compiled but never used.
 #![cfg_attr(loom, allow(dead_code, unused_variables, unreachable_code))]
@@ -41,6 +43,8 @@ pub mod cli;
 mod client;
 mod config;
 mod consumer;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 mod error;
 pub mod machine;
 mod producer;

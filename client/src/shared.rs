@@ -34,6 +34,15 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::machine::{Action, ClientMachine, ConsumerKey, Event, RequestKey};
 
+/// Where the handles read the time: the system's monotonic clock, or a virtual one
+/// ([`crate::embedded`]).
+pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The system's monotonic clock.
+pub(crate) fn system_clock() -> Clock {
+    Arc::new(Instant::now)
+}
+
 /// The answer to one request: the server's result body, or why there is none.
 pub(crate) type Response = Result<server_frame::Body, ClientError>;
 
@@ -79,16 +88,18 @@ pub(crate) struct Shared {
     pub(crate) producer_id: u64,
     /// The next idempotency sequence for a publish; starts at 1.
     pub(crate) next_producer_sequence: AtomicU64,
+    clock: Clock,
     state: Mutex<State>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: ClientConfig, producer_id: u64) -> Shared {
-        let machine = ClientMachine::new(config.clone(), producer_id, Instant::now());
+    pub(crate) fn new(config: ClientConfig, producer_id: u64, clock: Clock) -> Shared {
+        let machine = ClientMachine::new(config.clone(), producer_id, clock());
         Shared {
             config,
             producer_id,
             next_producer_sequence: AtomicU64::new(1),
+            clock,
             state: Mutex::new(State {
                 machine,
                 answers: BTreeMap::new(),
@@ -134,7 +145,7 @@ impl Shared {
         self.change(|state| {
             let key = state
                 .machine
-                .start_request(Instant::now(), body, timeout, attempts_max);
+                .start_request((self.clock)(), body, timeout, attempts_max);
             self.in_flight(state, key)
         })
     }
@@ -189,7 +200,7 @@ impl Shared {
     /// Sleeps for `duration` on the machine's timers (no runtime timer needed).
     pub(crate) async fn sleep(self: &Arc<Self>, duration: Duration) {
         let timer = self.change(|state| {
-            let key = state.machine.start_timer(Instant::now(), duration);
+            let key = state.machine.start_timer((self.clock)(), duration);
             self.in_flight(state, key)
         });
         let _ended = timer.await;
@@ -205,7 +216,7 @@ impl Shared {
         self.change(|state| {
             let (consumer, key) = state
                 .machine
-                .add_consumer(Instant::now(), subscribe, timeout);
+                .add_consumer((self.clock)(), subscribe, timeout);
             state.consumers.entry(consumer).or_default();
             (consumer, self.in_flight(state, key))
         })
@@ -425,7 +436,7 @@ mod loom_tests {
 
     /// A client whose link is up, as the driver would have made it.
     fn connected() -> Arc<Shared> {
-        let shared = Arc::new(Shared::new(ClientConfig::new(["a:1"]), 1));
+        let shared = Arc::new(Shared::new(ClientConfig::new(["a:1"]), 1, system_clock()));
         let mut actions = Vec::new();
         shared.driver_actions(&mut actions);
         let Some(Action::Connect { attempt, .. }) = actions.pop() else {
