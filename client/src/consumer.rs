@@ -299,6 +299,70 @@ impl Consumer {
         }
     }
 
+    /// A cheap, cloneable handle that settles this consumer's deliveries from other tasks
+    /// (what [`crate::Listeners`] hands its handlers' outcomes to).
+    pub fn settler(&self) -> Settler {
+        Settler {
+            client: self.client.clone(),
+            consumer_id: self.consumer_id,
+        }
+    }
+
+    /// Acknowledges one delivery: the message is done.
+    pub async fn ack(&self, delivery: &Delivery) -> Result<(), ClientError> {
+        self.settler().ack(delivery).await
+    }
+
+    /// Acknowledges several deliveries in one request.
+    pub async fn ack_many(&self, deliveries: &[Delivery]) -> Result<(), ClientError> {
+        self.settler().ack_many(deliveries).await
+    }
+
+    /// Gives the message back to the queue, to be delivered again after `delay`.
+    pub async fn nack(&self, delivery: &Delivery, delay: Duration) -> Result<(), ClientError> {
+        self.settler().nack(delivery, delay).await
+    }
+
+    /// Sends the message straight to the dead-letter queue.
+    pub async fn reject(&self, delivery: &Delivery) -> Result<(), ClientError> {
+        self.settler().reject(delivery).await
+    }
+
+    /// Keeps the delivery leased to this consumer for `lease` more.
+    pub async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<(), ClientError> {
+        self.settler().extend(delivery, lease).await
+    }
+
+    /// Ends the subscription and waits for the server's confirmation. Unacked deliveries go
+    /// back to the queue.
+    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+        let shared = self.client.shared();
+        let Some(subscription_id) = shared.remove_consumer(self.consumer_id) else {
+            // Not subscribed on the current connection: nothing to end on the server.
+            return Ok(());
+        };
+        let unsubscribe = Unsubscribe { subscription_id };
+        let answer = self
+            .client
+            .request(client_frame::Body::Unsubscribe(unsubscribe))
+            .await?;
+        expect_done(answer, "Unsubscribe")
+    }
+
+    fn current_subscription_id(&self) -> Result<u64, ClientError> {
+        self.client.shared().subscription_id(self.consumer_id)
+    }
+}
+
+/// Settles the deliveries of one consumer; see [`Consumer::settler`]. Settling names the
+/// consumer's *current* subscription id.
+#[derive(Clone)]
+pub struct Settler {
+    client: Client,
+    consumer_id: ConsumerKey,
+}
+
+impl Settler {
     /// Acknowledges one delivery: the message is done.
     pub async fn ack(&self, delivery: &Delivery) -> Result<(), ClientError> {
         self.settle(SettleAction::Ack, &[delivery.tag], 0, 0).await
@@ -341,7 +405,7 @@ impl Consumer {
             return Ok(());
         }
         let settle = Settle {
-            subscription_id: self.current_subscription_id()?,
+            subscription_id: self.client.shared().subscription_id(self.consumer_id)?,
             action: action as i32,
             tags: tags.to_vec(),
             delay_ms,
@@ -352,26 +416,6 @@ impl Consumer {
             .request(client_frame::Body::Settle(settle))
             .await?;
         expect_done(answer, "Settle")
-    }
-
-    /// Ends the subscription and waits for the server's confirmation. Unacked deliveries go
-    /// back to the queue.
-    pub async fn unsubscribe(self) -> Result<(), ClientError> {
-        let shared = self.client.shared();
-        let Some(subscription_id) = shared.remove_consumer(self.consumer_id) else {
-            // Not subscribed on the current connection: nothing to end on the server.
-            return Ok(());
-        };
-        let unsubscribe = Unsubscribe { subscription_id };
-        let answer = self
-            .client
-            .request(client_frame::Body::Unsubscribe(unsubscribe))
-            .await?;
-        expect_done(answer, "Unsubscribe")
-    }
-
-    fn current_subscription_id(&self) -> Result<u64, ClientError> {
-        self.client.shared().subscription_id(self.consumer_id)
     }
 }
 

@@ -31,6 +31,9 @@
 //! - [`Consumer`]: push ([`Consumer::next`]) or pull ([`Consumer::fetch`]) consumption and
 //!   settling (`ack`, `nack`, `reject`, `extend`).
 //! - [`ClientError`]: every failure, with the server's stable code when it has one.
+//! - `Listeners` (feature `listeners`, default): handlers per queue whose [`Outcome`] acks,
+//!   retries with backoff or dead-letters each delivery, with bounded concurrency and a
+//!   graceful drain.
 //! - [`cli`]: the `krest` tool.
 //! - `embedded` (feature `embedded`): a broker in the test process, in virtual time, for
 //!   testing applications ("deliver in 3 days" in one call).
@@ -46,6 +49,8 @@ mod consumer;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod error;
+#[cfg(feature = "listeners")]
+mod listeners;
 pub mod machine;
 mod producer;
 mod runtime;
@@ -60,8 +65,12 @@ compile_error!("krest-client needs a runtime: enable the `tokio` (default) or `s
 
 pub use crate::client::{Client, Runtime};
 pub use crate::config::ClientConfig;
-pub use crate::consumer::{Consumer, Delivery, SubscribeOptions, SubscriptionId, DEFAULT_PREFETCH};
+pub use crate::consumer::{
+    Consumer, Delivery, Settler, SubscribeOptions, SubscriptionId, DEFAULT_PREFETCH,
+};
 pub use crate::error::ClientError;
+#[cfg(feature = "listeners")]
+pub use crate::listeners::{ListenerSettings, Listeners, Outcome};
 pub use crate::producer::{PendingSend, Producer, DEFAULT_PRODUCER_RETRIES};
 pub use krest_proto::client::{
     AckMode, DeliveryMode, DeliveryTag, ErrorCode, Header, OutgoingMessage, OverflowPolicy,

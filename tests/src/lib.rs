@@ -37,3 +37,21 @@ macro_rules! for_each_server {
 pub fn call(scenario: fn(ServerKind), kind: ServerKind) {
     scenario(kind)
 }
+
+/// The runner for async scenarios in [`for_each_server!`]: a multi-threaded tokio runtime (two
+/// workers) and a two-minute bound, so a lost message fails the test instead of hanging it.
+pub fn block_on<F: std::future::Future<Output = ()>>(
+    scenario: fn(ServerKind) -> F,
+    kind: ServerKind,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(120), scenario(kind))
+            .await
+            .expect("the scenario finished within two minutes")
+    });
+}

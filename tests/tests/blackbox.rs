@@ -11,7 +11,7 @@ use krest_client::{
 use krest_proto::client::{client_frame, server_frame, Ping};
 use krest_tests::{RawClient, Server, ServerKind};
 
-krest_tests::for_each_server!(super::run;
+krest_tests::for_each_server!(krest_tests::block_on;
     every_queue_kind_delivers_what_was_published,
     point_consumers_compete_and_broadcast_subscribers_each_get_everything,
     a_pull_consumer_fetches_and_waits,
@@ -23,20 +23,6 @@ krest_tests::for_each_server!(super::run;
     garbage_and_oversized_frames_close_only_that_connection,
     sigterm_stops_the_server_cleanly,
 );
-
-fn run<F: std::future::Future<Output = ()>>(scenario: fn(ServerKind) -> F, kind: ServerKind) {
-    let scenario = scenario(kind);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(120), scenario)
-            .await
-            .expect("scenario finished in time")
-    });
-}
 
 async fn connect(server: &Server) -> Client {
     Client::connect(ClientConfig::new([server.address()]))
