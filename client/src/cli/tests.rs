@@ -5,7 +5,7 @@ use clap::Parser;
 use krest_proto::client::{AckMode, DeliveryMode, OverflowPolicy, QueueKind};
 
 use super::{Cli, Command, KindArg, QueueCommand};
-use crate::cli::bench::BenchKind;
+use crate::cli::bench::Scenario;
 
 fn parse(arguments: &[&str]) -> Cli {
     let mut all = vec!["krest"];
@@ -213,39 +213,51 @@ fn sub_accepts_every_consumption_flag() {
 }
 
 #[test]
-fn bench_has_defaults_and_refuses_a_zero_window_or_a_delay_kind() {
-    // Proves the bench flags: persistent "bench" queue by default, window at least 1.
+fn bench_has_defaults_takes_scenarios_and_refuses_a_zero_window_or_rate() {
+    // Proves the bench flags: no scenario means durable then consume; windows and rates >= 1.
     let Command::Bench(bench) = parse(&["bench"]).command else {
         panic!("expected bench");
     };
+    assert!(bench.scenarios.is_empty());
     assert_eq!(
-        (bench.queue.as_str(), bench.kind),
-        ("bench", BenchKind::Persistent)
+        (bench.window, bench.size, bench.rate, bench.secs),
+        (256, 1024, 5_000, 5)
     );
-    assert_eq!((bench.window, bench.size), (256, 1024));
     let cli = parse(&[
         "bench",
+        "latency",
+        "delay",
         "--count",
         "10",
         "--size",
         "4",
         "--window",
         "2",
-        "--kind",
-        "temporary",
+        "--rate",
+        "100",
+        "--secs",
+        "2",
+        "--server-pid",
+        "42",
     ]);
     let Command::Bench(bench) = cli.command else {
         panic!("expected bench");
     };
+    assert_eq!(bench.scenarios, vec![Scenario::Latency, Scenario::Delay]);
     assert_eq!((bench.count, bench.size, bench.window), (10, 4, 2));
+    assert_eq!(
+        (bench.rate, bench.secs, bench.server_pid),
+        (100, 2, Some(42))
+    );
     assert_eq!(
         usage_error(&["bench", "--window", "0"]),
         ErrorKind::ValueValidation
     );
     assert_eq!(
-        usage_error(&["bench", "--kind", "delay"]),
-        ErrorKind::InvalidValue
+        usage_error(&["bench", "--rate", "0"]),
+        ErrorKind::ValueValidation
     );
+    assert_eq!(usage_error(&["bench", "sideways"]), ErrorKind::InvalidValue);
 }
 
 #[test]
