@@ -13,11 +13,11 @@
 //! [`StorageError::Locked`] instead of interleaving writes. Every directory entry the data
 //! directory creates is fsynced in its parent before it is used.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{io_error, StorageError};
+use crate::file_system::{EntryKind, FileSystem, OsFileSystem};
 use crate::files;
 use crate::record::StoredRecord;
 use crate::segmented_log::{LogConfig, SegmentedLog};
@@ -35,39 +35,46 @@ pub(crate) const TOMBSTONE_SUFFIX: &str = ".deleting";
 const LOG_NAME_BYTES_MAX: usize = 100;
 
 /// One log found by [`DataDir::open`]: its name, the log, and its recovered records.
-pub type RecoveredLog = (String, SegmentedLog, Vec<StoredRecord>);
+pub type RecoveredLog<F = OsFileSystem> = (String, SegmentedLog<F>, Vec<StoredRecord>);
 
-/// A data directory holding many named logs, locked against a second server.
+/// A data directory holding many named logs, locked against a second server, on the file
+/// system `F` (the operating system's unless said otherwise).
 #[derive(Debug)]
-pub struct DataDir {
+pub struct DataDir<F: FileSystem = OsFileSystem> {
+    file_system: F,
     root: PathBuf,
     logs_directory: PathBuf,
     config: LogConfig,
-    lock: Arc<File>,
+    lock: Arc<F::Lock>,
 }
 
 impl DataDir {
+    /// [`DataDir::open_with`] on the operating system's file system.
+    pub fn open(
+        root: &Path,
+        config: LogConfig,
+    ) -> Result<(DataDir, Vec<RecoveredLog>), StorageError> {
+        DataDir::open_with(OsFileSystem, root, config)
+    }
+}
+
+impl<F: FileSystem> DataDir<F> {
     /// Creates `root` and `root/logs` if needed, takes the lock on `root/LOCK`, finishes any
     /// interrupted log removal, and recovers every log, returned sorted by name.
     ///
     /// Fails with [`StorageError::Locked`] when another process (or another `DataDir` value in
     /// this one) holds the lock, and with [`StorageError::UnexpectedFile`] when `root/logs`
     /// holds anything but log directories.
-    pub fn open(
+    pub fn open_with(
+        file_system: F,
         root: &Path,
         config: LogConfig,
-    ) -> Result<(DataDir, Vec<RecoveredLog>), StorageError> {
+    ) -> Result<(DataDir<F>, Vec<RecoveredLog<F>>), StorageError> {
         let logs_directory = root.join(LOGS_DIRECTORY_NAME);
-        let root_created = files::create_directory(root)?;
-        let logs_created = files::create_directory(&logs_directory)?;
-        let lock = lock_root(root)?;
-        if root_created {
-            files::sync_parent_directory(root)?;
-        }
-        if logs_created {
-            files::sync_directory(root)?;
-        }
+        files::create_directory_durably(&file_system, &logs_directory)?;
+        let lock = lock_root(&file_system, root)?;
         let data_dir = DataDir {
+            file_system,
             root: root.to_path_buf(),
             logs_directory,
             config,
@@ -75,7 +82,8 @@ impl DataDir {
         };
         let mut recovered = Vec::new();
         for (name, path) in data_dir.list_log_directories()? {
-            let (mut log, records) = SegmentedLog::open(&path, config)?;
+            let (mut log, records) =
+                SegmentedLog::open_with(data_dir.file_system.clone(), &path, config)?;
             log.hold_directory_lock(Arc::clone(&data_dir.lock));
             recovered.push((name, log, records));
         }
@@ -86,20 +94,21 @@ impl DataDir {
     /// [`StorageError::InvalidLogName`] for a name outside `[a-z0-9-]{1,100}` and with
     /// [`StorageError::LogExists`] when a log of that name exists (open logs are returned by
     /// [`DataDir::open`]; a destroyed log's name can be used again).
-    pub fn create_log(&mut self, name: &str) -> Result<SegmentedLog, StorageError> {
+    pub fn create_log(&mut self, name: &str) -> Result<SegmentedLog<F>, StorageError> {
         let path = self.logs_directory.join(name);
         if !is_valid_log_name(name) {
             return Err(StorageError::InvalidLogName { path });
         }
-        match fs::create_dir(&path) {
+        match self.file_system.create_directory(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StorageError::LogExists { path });
             }
             Err(error) => return Err(io_error(&path, "create the directory")(error)),
         }
-        files::sync_directory(&self.logs_directory)?;
-        let (mut log, records) = SegmentedLog::open(&path, self.config)?;
+        files::sync_directory(&self.file_system, &self.logs_directory)?;
+        let (mut log, records) =
+            SegmentedLog::open_with(self.file_system.clone(), &path, self.config)?;
         assert!(
             records.is_empty(),
             "a freshly created log directory holds no records"
@@ -123,21 +132,15 @@ impl DataDir {
         let directory = &self.logs_directory;
         let mut logs = Vec::new();
         let mut removed_tombstone = false;
-        let entries = fs::read_dir(directory).map_err(io_error(directory, "list the directory"))?;
-        for entry in entries {
-            let entry = entry.map_err(io_error(directory, "list the directory"))?;
-            let path = entry.path();
-            let is_directory = entry
-                .file_type()
-                .map_err(io_error(&path, "inspect"))?
-                .is_dir();
-            let name = entry.file_name().to_str().map(str::to_string);
-            let Some(name) = name.filter(|_| is_directory) else {
+        for entry in files::list_directory(&self.file_system, directory)? {
+            let path = entry.path;
+            let name = files::entry_name(&path);
+            let Some(name) = name.filter(|_| entry.kind == EntryKind::Directory) else {
                 return Err(StorageError::UnexpectedFile { path });
             };
             if let Some(log_name) = name.strip_suffix(TOMBSTONE_SUFFIX) {
                 if is_valid_log_name(log_name) {
-                    fs::remove_dir_all(&path).map_err(io_error(&path, "remove"))?;
+                    files::remove_directory_all(&self.file_system, &path)?;
                     removed_tombstone = true;
                     continue;
                 }
@@ -148,7 +151,7 @@ impl DataDir {
             logs.push((name, path));
         }
         if removed_tombstone {
-            files::sync_directory(directory)?;
+            files::sync_directory(&self.file_system, directory)?;
         }
         logs.sort();
         Ok(logs)
@@ -156,19 +159,12 @@ impl DataDir {
 }
 
 /// Opens `root/LOCK` and takes an exclusive lock on it without waiting.
-fn lock_root(root: &Path) -> Result<File, StorageError> {
+fn lock_root<F: FileSystem>(file_system: &F, root: &Path) -> Result<F::Lock, StorageError> {
     let path = root.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_error(&path, "open the lock file"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
-        Err(TryLockError::Error(source)) => Err(io_error(&path, "lock")(source)),
+    match file_system.try_lock(&path) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(StorageError::Locked { path }),
+        Err(source) => Err(io_error(&path, "lock")(source)),
     }
 }
 
@@ -183,6 +179,8 @@ pub fn is_valid_log_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::test_support::TemporaryDirectory;
 
@@ -305,3 +303,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod memory_disk_tests;

@@ -12,12 +12,14 @@ use std::path::Path;
 use krest_core::ids::{LogIndex, Term};
 use krest_core::{LogId, LogRecord, Recovered, StorageDone, StorageRequest};
 
+use crate::file_system::{FileSystem, OsFileSystem};
 use crate::{DataDir, LogConfig, SegmentedLog, StorageError};
 
-/// Open logs of one data directory.
-pub struct StorageExecutor {
-    data_dir: DataDir,
-    logs: BTreeMap<LogId, SegmentedLog>,
+/// Open logs of one data directory, on the file system `F` (the operating system's unless said
+/// otherwise; the simulator uses [`crate::memory_disk::MemoryFileSystem`]).
+pub struct StorageExecutor<F: FileSystem = OsFileSystem> {
+    data_dir: DataDir<F>,
+    logs: BTreeMap<LogId, SegmentedLog<F>>,
     /// Logs that failed: further requests on them fail at once.
     failed: BTreeMap<LogId, String>,
 }
@@ -39,7 +41,19 @@ impl StorageExecutor {
         root: &Path,
         segment_bytes: u64,
     ) -> Result<(StorageExecutor, Recovered), OpenError> {
-        let (data_dir, recovered_logs) = DataDir::open(root, LogConfig { segment_bytes })?;
+        StorageExecutor::open_with(OsFileSystem, root, segment_bytes)
+    }
+}
+
+impl<F: FileSystem> StorageExecutor<F> {
+    /// Opens (creating if needed) the data directory on `file_system` and recovers every log.
+    pub fn open_with(
+        file_system: F,
+        root: &Path,
+        segment_bytes: u64,
+    ) -> Result<(StorageExecutor<F>, Recovered), OpenError> {
+        let (data_dir, recovered_logs) =
+            DataDir::open_with(file_system, root, LogConfig { segment_bytes })?;
         let mut logs = BTreeMap::new();
         let mut recovered = Recovered::default();
         for (name, log, records) in recovered_logs {
@@ -174,8 +188,10 @@ fn request_log(request: &StorageRequest) -> LogId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_disk::{CrashMode, MemoryDisk};
     use crate::test_support::TemporaryDirectory as TempDir;
     use bytes::Bytes;
+    use krest_core::rng::Rng;
 
     fn record(index: u64, body: &'static [u8]) -> LogRecord {
         LogRecord {
@@ -218,6 +234,36 @@ mod tests {
             recovered.logs,
             vec![(log, vec![record(1, b"a"), record(2, b"b")])]
         );
+    }
+
+    // On the simulator's memory disk the executor behaves as on the real one: what a batch
+    // synced survives a crash, what it only appended does not.
+    #[test]
+    fn on_the_memory_disk_a_synced_batch_survives_a_crash() {
+        let disk = MemoryDisk::new(Rng::from_seed(1));
+        let root = Path::new("/krest");
+        let log = LogId::Queue(krest_core::ids::QueueId(3));
+        let (mut executor, recovered) =
+            StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        assert!(recovered.logs.is_empty());
+        let done = executor.execute_batch(vec![
+            StorageRequest::CreateLog { log },
+            StorageRequest::Append {
+                log,
+                records: vec![record(1, b"a")],
+            },
+            StorageRequest::Sync { log },
+        ]);
+        assert_eq!(done.len(), 1);
+        let done = executor.execute_batch(vec![StorageRequest::Append {
+            log,
+            records: vec![record(2, b"b")],
+        }]);
+        assert!(done.is_empty());
+        disk.crash_with(CrashMode::LoseUnsynced, &mut Rng::from_seed(2));
+        drop(executor);
+        let (_, recovered) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        assert_eq!(recovered.logs, vec![(log, vec![record(1, b"a")])]);
     }
 
     #[test]

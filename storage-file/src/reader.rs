@@ -5,31 +5,39 @@
 //! open but fails now has rotted on disk, and is reported as [`StorageError::Corrupt`], never
 //! returned.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use bytes::Bytes;
 
 use crate::error::{io_error, StorageError};
+use crate::file_system::FileSystem;
 use crate::record::{Header, Problem, StoredRecord, HEADER_BYTES};
 use crate::segment::{Checkpoint, Segment, CHECKPOINT_INTERVAL_BYTES};
 
 /// A forward-only cursor over the records of one segment file.
-pub(crate) struct SegmentReader {
+pub(crate) struct SegmentReader<F: FileSystem> {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<F::ReadFile>,
     /// The byte offset of the next record.
     offset: u64,
     /// The index the next record must carry.
     next_index: u64,
+    /// The segment's size when the reader was opened: no record read extends past it.
+    segment_bytes: u64,
 }
 
-impl SegmentReader {
+impl<F: FileSystem> SegmentReader<F> {
     /// Opens `segment`'s file positioned at the record `checkpoint` names.
-    pub(crate) fn open_at(segment: &Segment, checkpoint: Checkpoint) -> Result<Self, StorageError> {
+    pub(crate) fn open_at(
+        file_system: &F,
+        segment: &Segment,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, StorageError> {
         let path = segment.path.clone();
-        let mut file = File::open(&path).map_err(io_error(&path, "open for reading"))?;
+        let mut file = file_system
+            .open_for_reading(&path)
+            .map_err(io_error(&path, "open for reading"))?;
         file.seek(SeekFrom::Start(checkpoint.offset))
             .map_err(io_error(&path, "seek in"))?;
         Ok(SegmentReader {
@@ -37,6 +45,7 @@ impl SegmentReader {
             path,
             offset: checkpoint.offset,
             next_index: checkpoint.index,
+            segment_bytes: segment.size_bytes,
         })
     }
 
@@ -48,6 +57,16 @@ impl SegmentReader {
     /// Reads and checks the next record.
     pub(crate) fn read_record(&mut self) -> Result<StoredRecord, StorageError> {
         let header = self.read_header()?;
+        // Checked before allocating: a flipped bit in the length must not ask for 4 GiB.
+        let available_bytes = self
+            .segment_bytes
+            .saturating_sub(self.offset + HEADER_BYTES as u64);
+        if u64::from(header.body_len) > available_bytes {
+            return Err(self.corrupt(Problem::BodyPastEnd {
+                body_len: header.body_len,
+                available_bytes,
+            }));
+        }
         let mut body = vec![0u8; header.body_len as usize];
         self.read_exactly(&mut body, "body")?;
         let computed = header.expected_checksum(&body);
@@ -121,12 +140,16 @@ impl SegmentReader {
 
 /// The byte offset at which the record with `index` starts in `segment`; `index` may also be
 /// one past the segment's last record, which gives the segment's size.
-pub(crate) fn offset_of(segment: &Segment, index: u64) -> Result<u64, StorageError> {
-    if index == segment.next_index() {
+pub(crate) fn offset_of<F: FileSystem>(
+    file_system: &F,
+    segment: &Segment,
+    index: u64,
+) -> Result<u64, StorageError> {
+    if segment.next_index() == Some(index) {
         return Ok(segment.size_bytes);
     }
     let checkpoint = segment.checkpoint_for(index);
-    let mut reader = SegmentReader::open_at(segment, checkpoint)?;
+    let mut reader = SegmentReader::open_at(file_system, segment, checkpoint)?;
     for _ in checkpoint.index..index {
         reader.skip_record()?;
     }

@@ -102,6 +102,8 @@ pub(crate) enum Problem {
         expected_index: u64,
         found_index: u64,
     },
+    /// Bytes follow the record with index `u64::MAX`, the last a log can hold.
+    PastIndexSpace,
 }
 
 impl fmt::Display for Problem {
@@ -131,6 +133,11 @@ impl fmt::Display for Problem {
             } => write!(
                 formatter,
                 "index {found_index} where index {expected_index} must come next"
+            ),
+            Problem::PastIndexSpace => write!(
+                formatter,
+                "bytes follow the record with index {}, the last a log can hold",
+                u64::MAX
             ),
         }
     }

@@ -55,10 +55,15 @@ pub(crate) fn scan_segment(
     let mut records = Vec::new();
     let mut offset = 0usize;
     while offset < data.len() {
+        // `None` after the record with index u64::MAX: no record can follow it.
         let expected_index = segment.next_index();
-        let decoded = match decode_at(&data, offset, expected_index) {
-            Ok(decoded) => decoded,
-            Err(problem) => {
+        let decoded = match expected_index.map(|expected| decode_at(&data, offset, expected)) {
+            Some(Ok(decoded)) => decoded,
+            outcome => {
+                let problem = match outcome {
+                    Some(Err(problem)) => problem,
+                    _ => Problem::PastIndexSpace,
+                };
                 let torn_tail =
                     judge_bad_record(path, &data, offset, expected_index, problem, is_newest)?;
                 return Ok(ScannedSegment {
@@ -84,11 +89,12 @@ pub(crate) fn scan_segment(
 }
 
 /// Decides whether the bad record at `bad_offset` is a torn tail (returned) or corruption.
+/// `expected_index` is the index the record should have carried, `None` past the index space.
 fn judge_bad_record(
     path: &Path,
     data: &[u8],
     bad_offset: usize,
-    expected_index: u64,
+    expected_index: Option<u64>,
     problem: Problem,
     is_newest: bool,
 ) -> Result<TornTail, StorageError> {
@@ -102,7 +108,9 @@ fn judge_bad_record(
             "{problem}, in a segment that is not the newest, so no crash can have torn it"
         )));
     }
-    match find_valid_record_after(data, bad_offset, expected_index) {
+    let valid_after = expected_index
+        .and_then(|expected_index| find_valid_record_after(data, bad_offset, expected_index));
+    match valid_after {
         Some((offset, index)) => Err(corrupt(format!(
             "{problem}; a valid record with index {index} follows at byte offset {offset}"
         ))),

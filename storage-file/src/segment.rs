@@ -6,10 +6,11 @@
 //! byte 0 to byte `size_bytes`; `checkpoints` is sorted, starts at `(first_index, 0)` when the
 //! segment is not empty, and lists record starts at least [`CHECKPOINT_INTERVAL_BYTES`] apart.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{io_error, StorageError};
+use crate::error::StorageError;
+use crate::file_system::{EntryKind, FileSystem, OsFileSystem};
+use crate::files;
 
 /// The file name extension of segment files.
 const SEGMENT_EXTENSION: &str = ".seg";
@@ -57,19 +58,22 @@ impl Segment {
             .map(|last_offset| self.first_index + last_offset)
     }
 
-    /// The index the next record appended here must carry.
-    pub(crate) fn next_index(&self) -> u64 {
-        self.first_index + self.record_count
+    /// The index the next record appended here must carry; `None` once the segment holds the
+    /// record with index `u64::MAX`, the last a log can have.
+    pub(crate) fn next_index(&self) -> Option<u64> {
+        self.first_index.checked_add(self.record_count)
     }
 
     /// Whether the segment holds the record with `index`.
     pub(crate) fn contains(&self, index: u64) -> bool {
-        index >= self.first_index && index < self.next_index()
+        index >= self.first_index && index - self.first_index < self.record_count
     }
 
     /// Accounts for one more record of `record_bytes` written at the end of the file.
     pub(crate) fn push_record(&mut self, record_bytes: u64) {
-        let index = self.next_index();
+        let index = self
+            .next_index()
+            .expect("no record is accepted past the end of the index space");
         let offset = self.size_bytes;
         let due = match self.checkpoints.last() {
             None => true,
@@ -97,7 +101,7 @@ impl Segment {
 
     /// Forgets every record from `index` on, which starts at byte `offset`.
     pub(crate) fn forget_from(&mut self, index: u64, offset: u64) {
-        assert!(index >= self.first_index && index <= self.next_index());
+        assert!(index >= self.first_index && index - self.first_index <= self.record_count);
         assert!(offset <= self.size_bytes);
         self.record_count = index - self.first_index;
         self.size_bytes = offset;
@@ -126,21 +130,27 @@ fn parse_segment_name(file_name: &str) -> Option<u64> {
 /// Lists the segment files of `directory` as `(first_index, path)`, sorted by index. Anything
 /// else in the directory is an error: this crate never leaves other files there, so a stranger
 /// means someone else is writing into the log.
-pub(crate) fn list_segment_files(directory: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+pub(crate) fn list_segment_files_in<F: FileSystem>(
+    file_system: &F,
+    directory: &Path,
+) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let mut segments = Vec::new();
-    let entries = fs::read_dir(directory).map_err(io_error(directory, "list the directory"))?;
-    for entry in entries {
-        let entry = entry.map_err(io_error(directory, "list the directory"))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(io_error(&path, "inspect"))?;
-        let first_index = entry.file_name().to_str().and_then(parse_segment_name);
+    for entry in files::list_directory(file_system, directory)? {
+        let first_index = files::entry_name(&entry.path).and_then(|name| parse_segment_name(&name));
         match first_index {
-            Some(first_index) if file_type.is_file() => segments.push((first_index, path)),
-            _ => return Err(StorageError::UnexpectedFile { path }),
+            Some(first_index) if entry.kind == EntryKind::File => {
+                segments.push((first_index, entry.path))
+            }
+            _ => return Err(StorageError::UnexpectedFile { path: entry.path }),
         }
     }
     segments.sort_unstable_by_key(|(first_index, _)| *first_index);
     Ok(segments)
+}
+
+/// [`list_segment_files_in`] on the operating system's file system (for the fuzz target).
+pub(crate) fn list_segment_files(directory: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    list_segment_files_in(&OsFileSystem, directory)
 }
 
 #[cfg(test)]

@@ -12,19 +12,18 @@
 //! - After an fsync fails, or a failed write cannot be undone, the files' contents are unknown
 //!   and `failed_operation` makes every later call return [`StorageError::Unusable`].
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{io_error, StorageError};
+use crate::file_system::{AppendFile, FileSystem, OsFileSystem};
 use crate::files;
 use crate::reader::{offset_of, SegmentReader};
 use crate::record::{encode, StoredRecord, HEADER_BYTES, MAX_BODY_BYTES};
 use crate::recovery::scan_segment;
-use crate::segment::{list_segment_files, segment_path, Segment};
+use crate::segment::{list_segment_files_in, segment_path, Segment};
 
 /// The write buffer is kept between appends, but not beyond this size after a large record.
 const WRITE_BUFFER_RETAINED_BYTES: usize = 1024 * 1024;
@@ -46,16 +45,18 @@ impl Default for LogConfig {
     }
 }
 
-/// One append-only log split into segment files in its own directory.
+/// One append-only log split into segment files in its own directory, on the file system `F`
+/// (the operating system's unless said otherwise).
 ///
 /// The log does not lock its directory: open it through [`crate::DataDir`], which does, or make
 /// sure no one else opens the same directory.
 #[derive(Debug)]
-pub struct SegmentedLog {
+pub struct SegmentedLog<F: FileSystem = OsFileSystem> {
+    file_system: F,
     directory: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
-    active_file: Option<File>,
+    active_file: Option<F::AppendFile>,
     /// The active file has writes that no fsync has covered yet.
     active_needs_sync: bool,
     /// Segment files were deleted since the directory was last fsynced.
@@ -64,24 +65,33 @@ pub struct SegmentedLog {
     failed_operation: Option<&'static str>,
     write_buffer: Vec<u8>,
     /// The data directory's lock, held for as long as any of its logs is alive.
-    directory_lock: Option<Arc<File>>,
+    directory_lock: Option<Arc<F::Lock>>,
 }
 
 impl SegmentedLog {
+    /// [`SegmentedLog::open_with`] on the operating system's file system.
+    pub fn open(
+        directory: &Path,
+        config: LogConfig,
+    ) -> Result<(SegmentedLog, Vec<StoredRecord>), StorageError> {
+        SegmentedLog::open_with(OsFileSystem, directory, config)
+    }
+}
+
+impl<F: FileSystem> SegmentedLog<F> {
     /// Creates the directory if needed, recovers, and returns the log and every valid record in
     /// index order.
     ///
     /// A torn write at the tail of the newest segment is cut off (and the cut fsynced); any other
     /// bad record, gap or index going backwards is [`StorageError::Corrupt`]. What is recovered is
     /// fsynced before this returns, so [`SegmentedLog::synced_index`] starts at the last index.
-    pub fn open(
+    pub fn open_with(
+        file_system: F,
         directory: &Path,
         config: LogConfig,
-    ) -> Result<(SegmentedLog, Vec<StoredRecord>), StorageError> {
-        if files::create_directory(directory)? {
-            files::sync_parent_directory(directory)?;
-        }
-        let segment_files = list_segment_files(directory)?;
+    ) -> Result<(SegmentedLog<F>, Vec<StoredRecord>), StorageError> {
+        files::create_directory_durably(&file_system, directory)?;
+        let segment_files = list_segment_files_in(&file_system, directory)?;
         let mut segments: Vec<Segment> = Vec::with_capacity(segment_files.len());
         let mut records = Vec::new();
         for (position, (first_index, path)) in segment_files.iter().enumerate() {
@@ -89,26 +99,27 @@ impl SegmentedLog {
                 check_follows(previous, *first_index, path)?;
             }
             let is_newest = position + 1 == segment_files.len();
-            let data = Bytes::from(files::read_whole(path)?);
+            let data = Bytes::from(files::read_whole(&file_system, path)?);
             let scanned = scan_segment(path, *first_index, data, is_newest)?;
             if let Some(torn_tail) = &scanned.torn_tail {
-                let file = files::open_for_append(path)?;
-                files::cut_and_sync(&file, path, torn_tail.offset)?;
+                let mut file = files::open_for_append(&file_system, path)?;
+                files::cut_and_sync(&mut file, path, torn_tail.offset)?;
             }
             records.extend(scanned.records);
             segments.push(scanned.segment);
         }
         let active_file = match segments.last() {
             Some(newest) => {
-                let file = files::open_for_append(&newest.path)?;
+                let mut file = files::open_for_append(&file_system, &newest.path)?;
                 // A previous process may have written without syncing; make it durable now.
                 file.sync_data().map_err(io_error(&newest.path, "fsync"))?;
                 Some(file)
             }
             None => None,
         };
-        files::sync_directory(directory)?;
+        files::sync_directory(&file_system, directory)?;
         let mut log = SegmentedLog {
+            file_system,
             directory: directory.to_path_buf(),
             config,
             segments,
@@ -170,7 +181,7 @@ impl SegmentedLog {
             self.sync_active_segment()?;
         }
         if self.directory_needs_sync {
-            let result = files::sync_directory(&self.directory);
+            let result = files::sync_directory(&self.file_system, &self.directory);
             self.fail_on_error(result, "fsync the directory")?;
             self.directory_needs_sync = false;
         }
@@ -203,7 +214,7 @@ impl SegmentedLog {
         let mut deleted = 0;
         // The records of segments[0] end just before segments[1] begins.
         while self.segments.len() > 1 && self.segments[1].first_index <= index {
-            files::remove_file(&self.segments[0].path)?;
+            files::remove_file(&self.file_system, &self.segments[0].path)?;
             self.segments.remove(0);
             self.directory_needs_sync = true;
             deleted += 1;
@@ -242,7 +253,7 @@ impl SegmentedLog {
             - 1;
         for segment in &self.segments[first_position..] {
             let checkpoint = segment.checkpoint_for(index);
-            let mut reader = SegmentReader::open_at(segment, checkpoint)?;
+            let mut reader = SegmentReader::open_at(&self.file_system, segment, checkpoint)?;
             for _ in checkpoint.index..index {
                 reader.skip_record()?;
             }
@@ -304,24 +315,27 @@ impl SegmentedLog {
     /// log with missing segments behind; [`crate::DataDir::open`] finishes such removals.
     pub fn destroy(self) -> Result<(), StorageError> {
         let SegmentedLog {
+            file_system,
             directory,
             active_file,
             ..
         } = self;
         drop(active_file);
         let Some(tombstone) = tombstone_path(&directory) else {
-            return std::fs::remove_dir_all(&directory).map_err(io_error(&directory, "remove"));
+            return files::remove_directory_all(&file_system, &directory);
         };
-        if tombstone.exists() {
-            std::fs::remove_dir_all(&tombstone).map_err(io_error(&tombstone, "remove"))?;
+        if file_system.is_directory(&tombstone) {
+            files::remove_directory_all(&file_system, &tombstone)?;
         }
-        std::fs::rename(&directory, &tombstone).map_err(io_error(&directory, "rename"))?;
-        files::sync_parent_directory(&directory)?;
-        std::fs::remove_dir_all(&tombstone).map_err(io_error(&tombstone, "remove"))
+        file_system
+            .rename(&directory, &tombstone)
+            .map_err(io_error(&directory, "rename"))?;
+        files::sync_parent_directory(&file_system, &directory)?;
+        files::remove_directory_all(&file_system, &tombstone)
     }
 
     /// Keeps the data directory's lock alive for as long as this log is.
-    pub(crate) fn hold_directory_lock(&mut self, lock: Arc<File>) {
+    pub(crate) fn hold_directory_lock(&mut self, lock: Arc<F::Lock>) {
         self.directory_lock = Some(lock);
     }
 
@@ -368,7 +382,7 @@ impl SegmentedLog {
                 "only an empty log has an empty segment at a new index"
             );
             self.active_file = None;
-            let result = files::remove_file(&self.segments[0].path);
+            let result = files::remove_file(&self.file_system, &self.segments[0].path);
             self.fail_on_error(result, "replace an empty segment")?;
             self.segments.clear();
             return self.start_segment(index);
@@ -386,11 +400,11 @@ impl SegmentedLog {
     /// Creates the segment file for `first_index`, makes its name durable, and makes it active.
     fn start_segment(&mut self, first_index: u64) -> Result<(), StorageError> {
         let path = segment_path(&self.directory, first_index);
-        let file = files::create_for_append(&path)?;
+        let file = files::create_for_append(&self.file_system, &path)?;
         self.segments.push(Segment::empty(path, first_index));
         self.active_file = Some(file);
         self.active_needs_sync = false;
-        let result = files::sync_directory(&self.directory);
+        let result = files::sync_directory(&self.file_system, &self.directory);
         self.fail_on_error(result, "fsync the directory")
     }
 
@@ -403,7 +417,7 @@ impl SegmentedLog {
             .active_file
             .as_mut()
             .expect("the active segment is open");
-        let Err(source) = file.write_all(&self.write_buffer) else {
+        let Err(source) = file.append(&self.write_buffer) else {
             return Ok(());
         };
         if file.set_len(active.size_bytes).is_err() {
@@ -421,7 +435,7 @@ impl SegmentedLog {
         let active = self.segments.last().expect("an active segment");
         let file = self
             .active_file
-            .as_ref()
+            .as_mut()
             .expect("the active segment is open");
         let result = file.sync_data().map_err(io_error(&active.path, "fsync"));
         self.fail_on_error(result, "fsync a segment")?;
@@ -437,23 +451,23 @@ impl SegmentedLog {
                 break;
             }
             self.active_file = None;
-            files::remove_file(&newest.path)?;
+            files::remove_file(&self.file_system, &newest.path)?;
             self.segments.pop();
             removed_any = true;
         }
         if removed_any {
-            files::sync_directory(&self.directory)?;
+            files::sync_directory(&self.file_system, &self.directory)?;
         }
         let Some(newest) = self.segments.last_mut() else {
             self.active_needs_sync = false;
             return Ok(());
         };
-        let cut_offset = offset_of(newest, index + 1)?;
-        let file = match self.active_file.take() {
+        let cut_offset = offset_of(&self.file_system, newest, index + 1)?;
+        let mut file = match self.active_file.take() {
             Some(file) => file,
-            None => files::open_for_append(&newest.path)?,
+            None => files::open_for_append(&self.file_system, &newest.path)?,
         };
-        files::cut_and_sync(&file, &newest.path, cut_offset)?;
+        files::cut_and_sync(&mut file, &newest.path, cut_offset)?;
         newest.forget_from(index + 1, cut_offset);
         self.active_file = Some(file);
         Ok(())
@@ -469,14 +483,14 @@ fn check_follows(previous: &Segment, first_index: u64, path: &Path) -> Result<()
             reason: "the segment is empty but is not the newest".to_string(),
         });
     }
-    if previous.next_index() != first_index {
+    if previous.next_index() != Some(first_index) {
+        let previous_last = previous.last_index().expect("checked not empty above");
         return Err(StorageError::Corrupt {
             path: path.to_path_buf(),
             offset: 0,
             reason: format!(
                 "the segment starts at index {first_index} but the previous segment ends at index \
-                 {}",
-                previous.next_index() - 1
+                 {previous_last}"
             ),
         });
     }
@@ -490,6 +504,8 @@ fn tombstone_path(directory: &Path) -> Option<PathBuf> {
     Some(directory.with_file_name(name))
 }
 
+#[cfg(test)]
+mod memory_disk_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -20,8 +20,8 @@ pub(super) fn body(index: u64, size: usize) -> Vec<u8> {
 
 /// Appends records `indexes` with `body_size`-byte bodies and term 1, returning what was
 /// appended.
-pub(super) fn append_all(
-    log: &mut SegmentedLog,
+pub(super) fn append_all<F: FileSystem>(
+    log: &mut SegmentedLog<F>,
     indexes: std::ops::RangeInclusive<u64>,
     body_size: usize,
 ) -> Vec<StoredRecord> {
