@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use krest_proto::client::{
     client_frame, server_frame, CancelDelayed, DeclareQueue, DeleteQueue, GetQueue, ListQueues,
-    OutgoingMessage, Ping, Publish, PurgeQueue, QueueInfo, QueueSettings,
+    OutgoingMessage, Ping, Publish, PurgeQueue, QueueInfo, QueueSettings, RedriveQueue,
 };
 
 use crate::config::ClientConfig;
@@ -164,6 +164,23 @@ impl Client {
         };
         let answer = self.request(client_frame::Body::PurgeQueue(purge)).await?;
         expect_done(answer, "PurgeQueue")
+    }
+
+    /// Moves the messages of dead-letter queue `name` back to the queues they came from
+    /// (oldest first, at most `max_messages`, 0: all, of those no consumer holds); returns
+    /// (moved, skipped). Skipped messages have no source, or their source is gone or full.
+    pub async fn redrive(&self, name: &str, max_messages: u64) -> Result<(u64, u64), ClientError> {
+        let redrive = RedriveQueue {
+            name: name.to_string(),
+            max_messages,
+        };
+        match self
+            .request(client_frame::Body::RedriveQueue(redrive))
+            .await?
+        {
+            server_frame::Body::RedriveOk(ok) => Ok((ok.moved, ok.skipped)),
+            _ => Err(ClientError::unexpected_answer("RedriveQueue")),
+        }
     }
 
     /// Every queue with its counters.

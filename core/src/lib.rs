@@ -21,6 +21,8 @@ mod harness;
 
 pub mod config;
 pub mod driver;
+/// Fuzz target bodies (run by `fuzz/` and by the corpus replay test).
+pub mod fuzzing;
 pub mod ids;
 pub mod io;
 pub mod node;

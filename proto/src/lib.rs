@@ -8,6 +8,9 @@
 pub mod frame;
 pub mod http;
 
+/// Fuzz target bodies (run by `fuzz/` and by the corpus replay test).
+pub mod fuzzing;
+
 /// The generated code, nested as prost expects (`krest.client.v1` is `krest::client::v1`).
 #[allow(clippy::all, missing_docs)]
 mod generated {

@@ -72,11 +72,23 @@
 //!
 //! The search for a valid record after a bad one visits each remaining byte offset once and
 //! computes a checksum only where the header is plausible.
+//!
+//! # File systems
+//!
+//! Every file operation goes through the [`FileSystem`] trait. [`OsFileSystem`] (`std::fs`) is
+//! the default everywhere: [`DataDir::open`], [`SegmentedLog::open`] and
+//! [`StorageExecutor::open`] use it. The `open_with` constructors take any file system; the
+//! deterministic simulator passes a [`MemoryFileSystem`], one process's view of a
+//! [`MemoryDisk`] that it crashes and injects faults into (see [`memory_disk`]).
 
 mod data_dir;
 mod error;
 mod executor;
+pub mod file_system;
 mod files;
+/// Fuzz target body (run by `fuzz/` and by the corpus replay test).
+pub mod fuzzing;
+pub mod memory_disk;
 mod reader;
 mod record;
 mod recovery;
@@ -91,6 +103,8 @@ pub mod worker;
 pub use data_dir::{is_valid_log_name, DataDir, RecoveredLog};
 pub use error::StorageError;
 pub use executor::{OpenError, StorageExecutor};
+pub use file_system::{FileSystem, OsFileSystem};
+pub use memory_disk::{MemoryDisk, MemoryFileSystem};
 pub use record::{StoredRecord, MAX_BODY_BYTES};
 pub use segmented_log::{LogConfig, SegmentedLog};
 pub use worker::{BatchExecutor, Completions, StorageWorker};
@@ -103,5 +117,9 @@ const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<SegmentedLog>();
     assert_send::<DataDir>();
+    assert_send::<StorageExecutor>();
+    assert_send::<SegmentedLog<MemoryFileSystem>>();
+    assert_send::<DataDir<MemoryFileSystem>>();
+    assert_send::<StorageExecutor<MemoryFileSystem>>();
     assert_send::<StorageError>();
 };

@@ -115,6 +115,14 @@ pub enum QueueCommand {
         /// The queue name.
         name: String,
     },
+    /// Move the messages of a dead-letter queue back to the queues they came from.
+    Redrive {
+        /// The dead-letter queue (e.g. orders.dlq).
+        name: String,
+        /// Move at most this many (oldest first); all by default.
+        #[arg(long, default_value_t = 0)]
+        max: u64,
+    },
 }
 
 /// A queue kind on the command line.

@@ -83,6 +83,18 @@ pub async fn run(globals: &Globals, command: QueueCommand) -> anyhow::Result<()>
             confirm(globals, &name, "purged");
             Ok(())
         }
+        QueueCommand::Redrive { name, max } => {
+            let (moved, skipped) = client.redrive(&name, max).await?;
+            if globals.json {
+                println!(
+                    "{}",
+                    json!({ "queue": name, "moved": moved, "skipped": skipped })
+                );
+            } else {
+                println!("{name}: moved {moved} back to their queues, skipped {skipped}");
+            }
+            Ok(())
+        }
     };
     client.close().await;
     outcome

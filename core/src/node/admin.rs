@@ -79,6 +79,19 @@ impl Node {
             ("DELETE", ["v1", "queues", name]) => self.delete_queue(name).map(|need| {
                 self.admin_when_durable(request, need, 200, json!({ "deleted": name }));
             }),
+            ("POST", ["v1", "queues", name, "redrive"]) => {
+                let max_messages = query_number(&http.query, "max").unwrap_or(0);
+                self.redrive_queue(name, max_messages).map(|redrive| {
+                    let body = json!({ "moved": redrive.moved, "skipped": redrive.skipped });
+                    let body = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
+                    let action = WaiterAction::Admin {
+                        request,
+                        status: 200,
+                        body,
+                    };
+                    self.when_durable(&redrive.needs, action);
+                })
+            }
             ("POST", ["v1", "queues", name, "purge"]) => {
                 self.purge_queue(name).map(|(removed, need)| {
                     self.admin_when_durable(request, need, 200, json!({ "purged": removed }));
@@ -471,4 +484,13 @@ fn settings_from_json(value: &Value) -> Result<krest_proto::client::QueueSetting
         }
     }
     Ok(settings)
+}
+
+/// The number `key=N` in a query string, if present and a number.
+fn query_number(query: &str, key: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, value)| value.parse().ok())
 }

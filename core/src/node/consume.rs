@@ -179,14 +179,11 @@ impl Node {
     /// Detaches a consumer: what it held is redelivered; a broadcast subscription goes with it;
     /// a waiting fetch is answered with what it has.
     pub(super) fn remove_consumer(&mut self, consumer: ConsumerId) {
+        // Every request is answered once, a fetch cut short too (it disarms its own timer).
+        self.answer_fetch(consumer);
         let Some(record) = self.consumers.remove(&consumer) else {
             return;
         };
-        if let Some(fetch) = record.fetch {
-            if let Some(deadline) = fetch.deadline {
-                self.timers.disarm(deadline, Timer::FetchWait { consumer });
-            }
-        }
         self.with_queue(record.queue, |queue, effects| {
             queue.detach_consumer(record.subscription, consumer, effects);
             let broadcast = queue
@@ -470,8 +467,8 @@ impl Node {
         }
     }
 
-    /// Sends push deliveries as one frame per consumer; adds fetched ones to their fetch and
-    /// answers it.
+    /// Sends push deliveries in as few frames per consumer as the frame limit allows; adds
+    /// fetched ones to their fetch and answers it.
     pub(super) fn hand_out_deliveries(
         &mut self,
         queue: QueueId,
@@ -499,17 +496,53 @@ impl Node {
                 continue;
             }
             let conn = record.conn;
-            self.reply(
-                conn,
-                0,
-                server_frame::Body::Deliveries(Deliveries {
+            let max_frame_bytes = self.config.limits.max_frame_bytes;
+            for deliveries in frames_within_limit(consumer, &queue_name, batch, max_frame_bytes) {
+                let body = Deliveries {
                     subscription_id: consumer.0,
                     queue: queue_name.clone(),
-                    deliveries: batch,
-                }),
-            );
+                    deliveries,
+                };
+                self.reply(conn, 0, server_frame::Body::Deliveries(body));
+            }
         }
     }
+}
+
+/// Cuts one consumer's push deliveries into batches whose `Deliveries` frames stay within
+/// `max_frame_bytes`, the limit the client was told in `HelloOk` (its decoder refuses anything
+/// larger). Each batch holds at least one delivery; one delivery always fits, as a message is
+/// at most `max_message_bytes`, which leaves 1024 bytes of the frame for the envelope.
+fn frames_within_limit(
+    consumer: ConsumerId,
+    queue_name: &str,
+    deliveries: Vec<wire::Delivery>,
+    max_frame_bytes: u32,
+) -> Vec<Vec<wire::Delivery>> {
+    use prost::Message as _;
+    let empty = Deliveries {
+        subscription_id: consumer.0,
+        queue: queue_name.to_string(),
+        deliveries: Vec::new(),
+    };
+    // The server frame's field tag and the longest length prefix of its body.
+    let envelope_bytes = empty.encoded_len() + 1 + 5;
+    let mut frames = Vec::new();
+    let mut current: Vec<wire::Delivery> = Vec::new();
+    let mut current_bytes = envelope_bytes;
+    for delivery in deliveries {
+        let delivery_bytes = prost::encoding::message::encoded_len(3, &delivery);
+        if !current.is_empty() && current_bytes + delivery_bytes > max_frame_bytes as usize {
+            frames.push(std::mem::take(&mut current));
+            current_bytes = envelope_bytes;
+        }
+        current_bytes += delivery_bytes;
+        current.push(delivery);
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
 }
 
 impl ConsumerRecord {

@@ -18,9 +18,11 @@
 mod admin;
 mod consume;
 mod idempotency;
+mod invariants;
 mod persistence;
 mod publish;
 mod recovery;
+mod redrive;
 mod requests;
 mod session;
 
@@ -77,6 +79,8 @@ pub struct Node {
     timers: TimerTable,
     commands: VecDeque<Command>,
     dirty: BTreeSet<QueueId>,
+    /// Dead-letter messages whose redrive copies wait for durability: (queue, sequence).
+    redriving: BTreeSet<(QueueId, crate::ids::Sequence)>,
     fenced: Option<String>,
     counters: NodeCounters,
 }
@@ -115,6 +119,7 @@ impl Node {
             timers: TimerTable::default(),
             commands: VecDeque::new(),
             dirty: BTreeSet::new(),
+            redriving: BTreeSet::new(),
             fenced: None,
             counters: NodeCounters::default(),
         };

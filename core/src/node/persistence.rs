@@ -74,6 +74,11 @@ pub(super) enum WaiterAction {
         subscription: SubscriptionId,
         sequence: Sequence,
     },
+    /// The redrive copies are stored; the dead-letter queue may let these messages go.
+    FinishRedrive {
+        queue: QueueId,
+        sequences: Vec<Sequence>,
+    },
 }
 
 /// One pending action and how many (log, index) needs it still has.
@@ -128,15 +133,20 @@ impl Node {
             self.fail_waiter(action, &reason);
             return;
         }
-        let unmet: Vec<(LogId, LogIndex)> = needs
-            .iter()
-            .copied()
-            .filter(|(log, index)| {
-                self.logs
-                    .get(log)
-                    .is_some_and(|state| state.synced_index < *index)
-            })
-            .collect();
+        // One registration per log, at the highest index needed there: a sync through it covers
+        // the lower ones, and a need named twice (a redrive of two messages into one queue needs
+        // its declaration twice) must not be counted twice, or the waiter would never run.
+        let mut unmet: BTreeMap<LogId, LogIndex> = BTreeMap::new();
+        for (log, index) in needs {
+            let behind = self
+                .logs
+                .get(log)
+                .is_some_and(|state| state.synced_index < *index);
+            if behind {
+                let highest = unmet.entry(*log).or_insert(*index);
+                *highest = (*highest).max(*index);
+            }
+        }
         if unmet.is_empty() {
             self.run_waiter(action);
             return;
@@ -184,6 +194,9 @@ impl Node {
                     queue.finish_dead_letter(subscription, sequence, effects)
                 });
             }
+            WaiterAction::FinishRedrive { queue, sequences } => {
+                self.finish_redrive(queue, sequences)
+            }
         }
     }
 
@@ -212,18 +225,26 @@ impl Node {
                     self.dirty.insert(queue);
                 }
             }
+            WaiterAction::FinishRedrive { queue, sequences } => {
+                self.abort_redrive(queue, sequences)
+            }
         }
     }
 
-    /// Fails every waiter that needs `log` (the log is being deleted).
+    /// Fails every waiter that needs `log` (the log is being deleted). A waiter may need other
+    /// logs too (a publish waits for its queue's log and for the queue's declaration in the
+    /// metadata log): its registrations there go with it.
     pub(super) fn fail_waiters_on(&mut self, log: LogId, reason: &str) {
         let Some(state) = self.logs.get_mut(&log) else {
             return;
         };
-        let ids: Vec<WaiterId> = std::mem::take(&mut state.waiting)
+        let ids: BTreeSet<WaiterId> = std::mem::take(&mut state.waiting)
             .into_iter()
             .map(|(_, id)| id)
             .collect();
+        for state in self.logs.values_mut() {
+            state.waiting.retain(|(_, id)| !ids.contains(id));
+        }
         for id in ids {
             if let Some(waiter) = self.waiters.table.remove(&id) {
                 self.fail_waiter(waiter.action, reason);

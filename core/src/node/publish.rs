@@ -28,11 +28,11 @@ pub const HEADER_DEAD_LETTER_SEQUENCE: &str = "krest-dead-letter-sequence";
 pub const HEADER_DELIVERY_COUNT: &str = "krest-delivery-count";
 
 /// A validated message, before it gets a sequence.
-struct Accepted {
-    payload: Bytes,
-    headers: Vec<Header>,
-    deliver_at: UnixMillis,
-    producer: Option<(ProducerId, u64)>,
+pub(super) struct Accepted {
+    pub(super) payload: Bytes,
+    pub(super) headers: Vec<Header>,
+    pub(super) deliver_at: UnixMillis,
+    pub(super) producer: Option<(ProducerId, u64)>,
 }
 
 impl Node {
@@ -197,7 +197,7 @@ impl Node {
     }
 
     /// Numbers and stores one message (room already made); durable queues get a record.
-    fn store_message(&mut self, queue: QueueId, accepted: Accepted) -> Stored {
+    pub(super) fn store_message(&mut self, queue: QueueId, accepted: Accepted) -> Stored {
         let now = self.now;
         let queue_state = self.queues.get_mut(&queue).expect("known queue");
         let sequence = queue_state.take_sequence();

@@ -71,7 +71,8 @@ impl Node {
         &mut self,
         records: &[LogRecord],
     ) -> Result<BTreeMap<QueueId, DeclaredQueue>, RecoveryError> {
-        let mut declared = BTreeMap::new();
+        let mut declared: BTreeMap<QueueId, DeclaredQueue> = BTreeMap::new();
+        let mut names: BTreeMap<String, QueueId> = BTreeMap::new();
         for record in records {
             let decoded = MetadataRecord::decode(record.body.clone())
                 .map_err(|error| undecodable(LogId::Metadata, record, error))?;
@@ -85,7 +86,20 @@ impl Node {
                         None,
                     )
                     .map_err(|error| undecodable(LogId::Metadata, record, error.0))?;
-                    self.next_queue_id = self.next_queue_id.max(queue.queue_id + 1);
+                    // Ids come from a counter starting at 1, and a live name has one queue:
+                    // anything else was not written by a node.
+                    let id = QueueId(queue.queue_id);
+                    let next_id = queue.queue_id.checked_add(1).filter(|_| id.0 != 0);
+                    let Some(next_id) = next_id else {
+                        let reason = format!("queue id {id} is never given out");
+                        return Err(undecodable(LogId::Metadata, record, reason));
+                    };
+                    if declared.contains_key(&id) || names.contains_key(&queue.name) {
+                        let reason = format!("queue {id} '{}' is declared twice", queue.name);
+                        return Err(undecodable(LogId::Metadata, record, reason));
+                    }
+                    self.next_queue_id = self.next_queue_id.max(next_id);
+                    names.insert(queue.name.clone(), id);
                     declared.insert(
                         QueueId(queue.queue_id),
                         DeclaredQueue {
@@ -97,7 +111,9 @@ impl Node {
                     );
                 }
                 Some(metadata_record::Body::QueueDeleted(queue)) => {
-                    declared.remove(&QueueId(queue.queue_id));
+                    if let Some(gone) = declared.remove(&QueueId(queue.queue_id)) {
+                        names.remove(&gone.name);
+                    }
                 }
                 Some(metadata_record::Body::SubscriptionDeclared(subscription)) => {
                     if let Some(queue) = declared.get_mut(&QueueId(subscription.queue_id)) {
@@ -126,11 +142,21 @@ impl Node {
         queue.declared_at = Some(declaration.declared_at);
         let mut acked: BTreeMap<String, BTreeSet<Sequence>> = BTreeMap::new();
         let mut next_sequence = 1u64;
+        let mut last_published = 0u64;
         for record in records.unwrap_or_default() {
             let decoded = QueueRecord::decode(record.body.clone())
                 .map_err(|error| undecodable(log, record, error))?;
             match decoded.body {
                 Some(queue_record::Body::Publish(stored)) => {
+                    // Sequences start at 1 and each publish record carries a higher one.
+                    if stored.sequence <= last_published || stored.sequence == u64::MAX {
+                        let reason = format!(
+                            "a publish of sequence {} follows sequence {last_published}",
+                            stored.sequence
+                        );
+                        return Err(undecodable(log, record, reason));
+                    }
+                    last_published = stored.sequence;
                     next_sequence = next_sequence.max(stored.sequence + 1);
                     let producer = (stored.producer_id != 0)
                         .then_some((ProducerId(stored.producer_id), stored.producer_sequence));
@@ -160,6 +186,7 @@ impl Node {
                     queue.messages.insert(message.sequence, message);
                 }
                 Some(queue_record::Body::Acked(ack)) => {
+                    check_next_sequence(ack.next_sequence, log, record)?;
                     next_sequence = next_sequence.max(ack.next_sequence);
                     acked
                         .entry(ack.subscription)
@@ -167,6 +194,7 @@ impl Node {
                         .extend(ack.sequences.into_iter().map(Sequence));
                 }
                 Some(queue_record::Body::Removed(removed)) => {
+                    check_next_sequence(removed.next_sequence, log, record)?;
                     next_sequence = next_sequence.max(removed.next_sequence);
                     for sequence in removed.sequences {
                         if let Some(message) = queue.messages.remove(&Sequence(sequence)) {
@@ -247,6 +275,19 @@ impl Node {
         });
         Ok(())
     }
+}
+
+/// A next sequence that the queue could still take (the last sequence has no successor).
+fn check_next_sequence(
+    next_sequence: u64,
+    log: LogId,
+    record: &LogRecord,
+) -> Result<(), RecoveryError> {
+    if next_sequence == u64::MAX {
+        let reason = format!("next sequence {next_sequence} leaves no sequence to take");
+        return Err(undecodable(log, record, reason));
+    }
+    Ok(())
 }
 
 fn undecodable(log: LogId, record: &LogRecord, reason: impl ToString) -> RecoveryError {

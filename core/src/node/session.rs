@@ -135,6 +135,7 @@ impl Node {
             Body::DeclareQueue(request) => self.on_declare(conn, request_id, request),
             Body::DeleteQueue(request) => self.on_delete(conn, request_id, &request.name),
             Body::PurgeQueue(request) => self.on_purge(conn, request_id, &request.name),
+            Body::RedriveQueue(request) => self.on_redrive(conn, request_id, request),
             Body::ListQueues(_) => {
                 let queues = self.list_queue_infos();
                 self.reply(conn, request_id, server_frame::Body::QueueList(queues));

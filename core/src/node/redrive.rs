@@ -1,0 +1,284 @@
+//! Redrive: moving the messages of a dead-letter queue back to the queues they came from.
+//!
+//! Each dead-lettered message names its source in the `krest-dead-letter-source` header. A
+//! redrive copies each message that no consumer holds, oldest first, to its source queue
+//! without the dead-letter headers, and lets the dead-letter queue remove it only once every
+//! copy is stored (durable for a persistent queue). A crash in between can leave a message in
+//! both queues (delivered twice), never in neither. Messages without a source, whose source
+//! queue is gone, or whose source is full stay where they are and are counted as skipped.
+
+use std::collections::BTreeSet;
+
+use krest_proto::client::{server_frame, Header, RedriveOk};
+
+use super::persistence::WaiterAction;
+use super::publish::{
+    Accepted, HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE, HEADER_DEAD_LETTER_SOURCE,
+    HEADER_DELIVERY_COUNT,
+};
+use super::session::RequestError;
+use super::Node;
+use crate::ids::{ConnId, LogIndex, QueueId, Sequence};
+use crate::io::LogId;
+use crate::queue::message::message_size_bytes;
+use crate::queue::Effects;
+use crate::time::UnixMillis;
+
+/// What a redrive did.
+#[derive(Debug, Default)]
+pub(super) struct Redrive {
+    /// Copies stored in their source queues.
+    pub moved: u64,
+    /// Messages left in the dead-letter queue.
+    pub skipped: u64,
+    /// What must be durable before the copies count.
+    pub needs: Vec<(LogId, LogIndex)>,
+}
+
+impl Node {
+    /// Copies up to `max_messages` (0: all) messages of dead-letter queue `name` back to their
+    /// sources; the dead-letter queue removes them once `needs` are durable.
+    pub(super) fn redrive_queue(
+        &mut self,
+        name: &str,
+        max_messages: u64,
+    ) -> Result<Redrive, RequestError> {
+        let dead_letter_queue = self.queue_id(name)?;
+        self.refuse_if_fenced()?;
+        let limit = if max_messages == 0 {
+            u64::MAX
+        } else {
+            max_messages
+        };
+        let candidates = self.redrive_candidates(dead_letter_queue, limit);
+        let mut redrive = Redrive::default();
+        let mut moved = Vec::new();
+        for (sequence, source, payload, headers) in candidates {
+            let target = match source.and_then(|source| self.queue_id(&source).ok()) {
+                Some(target) if target != dead_letter_queue => target,
+                _ => {
+                    redrive.skipped += 1;
+                    continue;
+                }
+            };
+            let size = message_size_bytes(&payload, &headers);
+            let mut effects = Effects::default();
+            let room = self
+                .queues
+                .get_mut(&target)
+                .expect("named by queue_id")
+                .make_room(1, size, &mut effects);
+            self.apply_effects(target, effects);
+            if room.is_err() {
+                redrive.skipped += 1;
+                continue;
+            }
+            let accepted = Accepted {
+                payload,
+                headers,
+                deliver_at: UnixMillis(0),
+                producer: None,
+            };
+            let stored = self.store_message(target, accepted);
+            if let Some(index) = stored.log_index {
+                redrive.needs.push((LogId::Queue(target), index));
+            }
+            if let Some(index) = self.queues[&target].declared_at {
+                redrive.needs.push((LogId::Metadata, index));
+            }
+            self.redriving.insert((dead_letter_queue, sequence));
+            moved.push(sequence);
+        }
+        redrive.moved = moved.len() as u64;
+        if !moved.is_empty() {
+            let action = WaiterAction::FinishRedrive {
+                queue: dead_letter_queue,
+                sequences: moved,
+            };
+            self.when_durable(&redrive.needs, action);
+        }
+        Ok(redrive)
+    }
+
+    /// The messages of `queue` no consumer holds and no redrive is moving, oldest first, with
+    /// their source queue's name and their payload and headers (dead-letter headers removed).
+    fn redrive_candidates(
+        &self,
+        queue: QueueId,
+        limit: u64,
+    ) -> Vec<(Sequence, Option<String>, bytes::Bytes, Vec<Header>)> {
+        let queue_state = &self.queues[&queue];
+        let held: BTreeSet<Sequence> = queue_state
+            .subscriptions
+            .values()
+            .flat_map(|subscription| subscription.in_flight.keys().copied())
+            .collect();
+        queue_state
+            .messages
+            .values()
+            .filter(|message| !held.contains(&message.sequence))
+            .filter(|message| !self.redriving.contains(&(queue, message.sequence)))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|message| {
+                let source = message
+                    .headers
+                    .iter()
+                    .find(|header| header.key == HEADER_DEAD_LETTER_SOURCE)
+                    .map(|header| header.value.clone());
+                let headers = message
+                    .headers
+                    .iter()
+                    .filter(|header| !is_dead_letter_header(&header.key))
+                    .cloned()
+                    .collect();
+                (message.sequence, source, message.payload.clone(), headers)
+            })
+            .collect()
+    }
+
+    /// The copies are stored: the dead-letter queue lets the messages go.
+    pub(super) fn finish_redrive(&mut self, queue: QueueId, sequences: Vec<Sequence>) {
+        for sequence in &sequences {
+            self.redriving.remove(&(queue, *sequence));
+        }
+        self.with_queue(queue, |queue_state, effects| {
+            for sequence in sequences {
+                queue_state.remove_message(
+                    sequence,
+                    krest_proto::storage::RemoveReason::Redriven,
+                    effects,
+                );
+            }
+        });
+    }
+
+    /// The copies can never be confirmed (the node is fenced): the messages stay.
+    pub(super) fn abort_redrive(&mut self, queue: QueueId, sequences: Vec<Sequence>) {
+        for sequence in sequences {
+            self.redriving.remove(&(queue, sequence));
+        }
+    }
+
+    /// `RedriveQueue` from a client: answered with `RedriveOk` once the copies are stored.
+    pub(super) fn on_redrive(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        request: krest_proto::client::RedriveQueue,
+    ) -> Result<(), RequestError> {
+        let redrive = self.redrive_queue(&request.name, request.max_messages)?;
+        let body = server_frame::Body::RedriveOk(RedriveOk {
+            moved: redrive.moved,
+            skipped: redrive.skipped,
+        });
+        let frame = Self::encode_reply(request_id, body);
+        self.when_durable(
+            &redrive.needs,
+            WaiterAction::Client {
+                conn,
+                request_id,
+                frame,
+                confirms: 0,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn is_dead_letter_header(key: &str) -> bool {
+    [
+        HEADER_DEAD_LETTER_REASON,
+        HEADER_DEAD_LETTER_SOURCE,
+        HEADER_DEAD_LETTER_SEQUENCE,
+        HEADER_DELIVERY_COUNT,
+    ]
+    .contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use krest_proto::client::{self as wire, server_frame, QueueKind as WireKind};
+
+    use crate::harness::{kind, message, tag, Harness};
+
+    /// A rejected message in `q.dlq`, with the harness's syncs left to the test.
+    fn dead_lettered() -> (Harness, crate::ids::ConnId) {
+        let mut harness = Harness::default_config();
+        let conn = harness.connect(0);
+        harness.declare(conn, "q", kind(WireKind::Persistent));
+        harness.publish(conn, "q", vec![message("poison")]);
+        let subscription = harness.subscribe(
+            conn,
+            wire::Subscribe {
+                queue: "q".into(),
+                prefetch: 1,
+                ..Default::default()
+            },
+        );
+        let pushed = harness.take_pushed(conn);
+        let reject = harness.settle(
+            conn,
+            subscription,
+            wire::SettleAction::Reject,
+            vec![tag(&pushed[0].1)],
+        );
+        assert!(matches!(reject, Some(server_frame::Body::Done(_))));
+        assert_eq!(harness.node.queue("q.dlq").unwrap().messages.len(), 1);
+        harness.sync_automatically = false;
+        (harness, conn)
+    }
+
+    #[test]
+    fn the_dead_letter_queue_lets_go_only_once_the_copy_is_durable() {
+        let (mut harness, conn) = dead_lettered();
+        let request = harness.send(
+            conn,
+            wire::client_frame::Body::RedriveQueue(wire::RedriveQueue {
+                name: "q.dlq".into(),
+                max_messages: 0,
+            }),
+        );
+        assert!(
+            harness.take_reply(conn, request).is_none(),
+            "not before the sync"
+        );
+        assert_eq!(
+            harness.node.queue("q.dlq").unwrap().messages.len(),
+            1,
+            "still held"
+        );
+        assert_eq!(harness.node.queue("q").unwrap().messages.len(), 1, "copied");
+        let again = harness.send(
+            conn,
+            wire::client_frame::Body::RedriveQueue(wire::RedriveQueue {
+                name: "q.dlq".into(),
+                max_messages: 0,
+            }),
+        );
+        harness.complete_syncs();
+        let answer = harness.take_reply(conn, request);
+        assert!(
+            matches!(answer, Some(server_frame::Body::RedriveOk(ref ok)) if ok.moved == 1),
+            "{answer:?}"
+        );
+        let second = harness.take_reply(conn, again);
+        assert!(
+            matches!(second, Some(server_frame::Body::RedriveOk(ref ok)) if ok.moved == 0),
+            "a message being redriven is not copied twice: {second:?}"
+        );
+        assert!(harness.node.queue("q.dlq").unwrap().messages.is_empty());
+        let copy = harness
+            .node
+            .queue("q")
+            .unwrap()
+            .messages
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(&copy.payload[..], b"poison");
+        assert!(copy
+            .headers
+            .iter()
+            .all(|header| !header.key.starts_with("krest-")));
+    }
+}
