@@ -3,7 +3,7 @@
 //! The event loop (an async task on any runtime) submits [`StorageRequest`]s and awaits
 //! completions; the worker thread takes everything submitted so far as one batch (so one fsync
 //! serves every sync in it: group commit), executes it, and hands the completions back. The two
-//! sides share one small [`HandOff`]: a mutex over two queues, a condition variable that wakes the
+//! sides share one small `HandOff`: a mutex over two queues, a condition variable that wakes the
 //! worker, and the event loop's [`Waker`]. The hand-off is runtime-agnostic, so tokio, smol and
 //! the tests use the same code, and loom checks it (`RUSTFLAGS="--cfg loom"`, see `loom_tests`).
 //!
