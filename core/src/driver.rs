@@ -153,9 +153,19 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
         std::mem::take(&mut self.storage_requests)
     }
 
-    /// Asks every connection to flush and close (shutdown).
+    /// Tells every client why (an `UNAVAILABLE` error frame with `reason`, so a client knows
+    /// to reconnect elsewhere or later), then asks each connection to flush and close.
     pub fn close_all_connections(&mut self, reason: &str) {
+        let farewell = frame_bytes(&ServerFrame {
+            request_id: 0,
+            body: Some(server_frame::Body::Error(krest_proto::client::Error {
+                code: ErrorCode::Unavailable as i32,
+                message: reason.to_string(),
+                leader_address: String::new(),
+            })),
+        });
         for outbox in self.connections.values() {
+            outbox.push(Outbound::Frame(farewell.clone()));
             outbox.push(Outbound::Close {
                 reason: reason.to_string(),
             });

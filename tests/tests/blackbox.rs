@@ -429,8 +429,17 @@ async fn sigterm_stops_the_server_cleanly(kind: ServerKind) {
         .1
         .contains("krest_queue_depth{queue=\"q\"} 1"));
     client.close().await;
+    let mut bystander = RawClient::connect_hello(server.client);
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    // A connected client is told why before the connection closes.
+    let farewell = bystander.read_frame().expect("a frame before the close");
+    assert!(
+        matches!(farewell.body, Some(server_frame::Body::Error(ref e))
+            if e.code == ErrorCode::Unavailable as i32 && e.message.contains("shutting down")),
+        "{farewell:?}"
+    );
+    assert!(bystander.is_closed_by_server());
     server.restart();
     let client = connect(&server).await;
     let mut consumer = client
