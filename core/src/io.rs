@@ -87,6 +87,16 @@ pub enum StorageDone {
         /// The last durable index.
         through: LogIndex,
     },
+    /// How a sync went, for metrics only (it confirms nothing): how long the fsync took and
+    /// the log's size on disk afterwards. Storage sends it after the `Synced` it describes.
+    Measured {
+        /// Which log.
+        log: LogId,
+        /// The fsync's duration in microseconds.
+        sync_micros: u64,
+        /// Bytes of the log's segment files.
+        log_bytes: u64,
+    },
     /// A request on `log` failed. The node fences itself: it confirms nothing from now on.
     Failed {
         /// Which log.

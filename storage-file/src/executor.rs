@@ -124,11 +124,20 @@ impl<F: FileSystem> StorageExecutor<F> {
             let Some(segmented) = self.logs.get_mut(&log) else {
                 continue;
             };
+            let started = std::time::Instant::now();
             match segmented.sync() {
-                Ok(Some(through)) => done.push(StorageDone::Synced {
-                    log,
-                    through: LogIndex(through),
-                }),
+                Ok(Some(through)) => {
+                    done.push(StorageDone::Synced {
+                        log,
+                        through: LogIndex(through),
+                    });
+                    done.push(StorageDone::Measured {
+                        log,
+                        sync_micros: u64::try_from(started.elapsed().as_micros())
+                            .unwrap_or(u64::MAX),
+                        log_bytes: segmented.size_bytes(),
+                    });
+                }
                 Ok(None) => {}
                 Err(error) => self.fail(log, error.to_string(), &mut done),
             }

@@ -287,8 +287,9 @@ mod tests {
         assert_eq!(worker.submit([numbered(9_999)]), 1, "refused after close");
         let mut through = Vec::new();
         while let Completions::Done(done) = block_on(worker.completions()) {
-            through.extend(done.into_iter().map(|done| match done {
-                StorageDone::Synced { through, .. } => through.0,
+            through.extend(done.into_iter().filter_map(|done| match done {
+                StorageDone::Synced { through, .. } => Some(through.0),
+                StorageDone::Measured { .. } => None,
                 StorageDone::Failed { .. } => panic!("no failures here"),
             }));
         }
@@ -334,8 +335,9 @@ mod loom_tests {
 
     fn indexes(done: Vec<StorageDone>) -> Vec<u64> {
         done.into_iter()
-            .map(|done| match done {
-                StorageDone::Synced { through, .. } => through.0,
+            .filter_map(|done| match done {
+                StorageDone::Synced { through, .. } => Some(through.0),
+                StorageDone::Measured { .. } => None,
                 StorageDone::Failed { .. } => unreachable!("the echo executor never fails"),
             })
             .collect()

@@ -424,10 +424,22 @@ async fn sigterm_stops_the_server_cleanly(kind: ServerKind) {
         .expect("confirmed");
     let (status, health) = server.admin_request("GET", "/healthz", "");
     assert_eq!((status, health.trim()), (200, "ok"));
-    assert!(server
-        .admin_request("GET", "/metrics", "")
-        .1
-        .contains("krest_queue_depth{queue=\"q\"} 1"));
+    let metrics = server.admin_request("GET", "/metrics", "").1;
+    assert!(
+        metrics.contains("krest_queue_depth{queue=\"q\"} 1"),
+        "{metrics}"
+    );
+    // The confirmed publish was fsynced: the histogram counted it and the log has bytes.
+    let fsyncs: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("krest_fsync_duration_seconds_count "))
+        .and_then(|count| count.parse().ok())
+        .expect("an fsync count");
+    assert!(fsyncs >= 1, "{metrics}");
+    assert!(
+        metrics.contains("krest_storage_bytes{log=\"queue-"),
+        "{metrics}"
+    );
     client.close().await;
     let mut bystander = RawClient::connect_hello(server.client);
     let status = server.terminate();

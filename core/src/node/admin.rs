@@ -272,6 +272,8 @@ impl Node {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        self.storage_metrics
+            .write_text(&mut out, |log| self.logs.contains_key(log));
         type Field = fn(&crate::queue::Queue, crate::time::Now) -> u64;
         let queue_metrics: [(&str, &str, &str, Field); 13] = [
             (

@@ -25,6 +25,7 @@ mod recovery;
 mod redrive;
 mod requests;
 mod session;
+mod storage_metrics;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -83,6 +84,7 @@ pub struct Node {
     redriving: BTreeSet<(QueueId, crate::ids::Sequence)>,
     fenced: Option<String>,
     counters: NodeCounters,
+    storage_metrics: storage_metrics::StorageMetrics,
 }
 
 impl Node {
@@ -122,6 +124,7 @@ impl Node {
             redriving: BTreeSet::new(),
             fenced: None,
             counters: NodeCounters::default(),
+            storage_metrics: storage_metrics::StorageMetrics::default(),
         };
         node.recover(recovered)?;
         node.timers

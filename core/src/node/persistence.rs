@@ -255,6 +255,11 @@ impl Node {
     pub(super) fn on_storage_done(&mut self, done: StorageDone) {
         match done {
             StorageDone::Synced { log, through } => self.on_synced(log, through),
+            StorageDone::Measured {
+                log,
+                sync_micros,
+                log_bytes,
+            } => self.storage_metrics.record(log, sync_micros, log_bytes),
             StorageDone::Failed { log, reason } => {
                 self.fence(format!("storage failed on log {}: {reason}", log.name()))
             }
