@@ -231,11 +231,17 @@ mod tests {
                 StorageRequest::Sync { log },
             ]);
             assert_eq!(
-                done,
-                vec![StorageDone::Synced {
+                done[0],
+                StorageDone::Synced {
                     log,
                     through: LogIndex(2)
-                }]
+                },
+                "one sync for both, through the last append"
+            );
+            assert!(
+                matches!(done[1..], [StorageDone::Measured { log: measured, log_bytes, .. }]
+                    if measured == log && log_bytes == 2 * (24 + 1)),
+                "then its measurement: {done:?}"
             );
         }
         let (_, recovered) = StorageExecutor::open(directory.path(), 4096).unwrap();
@@ -263,7 +269,10 @@ mod tests {
             },
             StorageRequest::Sync { log },
         ]);
-        assert_eq!(done.len(), 1);
+        assert!(matches!(
+            done[..],
+            [StorageDone::Synced { .. }, StorageDone::Measured { .. }]
+        ));
         let done = executor.execute_batch(vec![StorageRequest::Append {
             log,
             records: vec![record(2, b"b")],
