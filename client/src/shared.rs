@@ -457,6 +457,14 @@ mod loom_tests {
         .to_vec()
     }
 
+    /// A driver thread that hands `bytes` from the server to the machine.
+    fn driver_receives(shared: &Arc<Shared>, bytes: Vec<u8>) -> loom::thread::JoinHandle<()> {
+        let shared = Arc::clone(shared);
+        loom::thread::spawn(move || {
+            shared.driver_input(|machine| machine.on_bytes(Instant::now(), &bytes))
+        })
+    }
+
     /// The request id of the last request the machine wrote.
     fn last_request_id(shared: &Shared) -> u64 {
         let mut actions = Vec::new();
@@ -488,12 +496,7 @@ mod loom_tests {
             let in_flight = shared.start(ping, Duration::from_secs(60), 1);
             let request_id = last_request_id(&shared);
             let pong = server_frame(request_id, server_frame::Body::Pong(Pong {}));
-            let driver = {
-                let shared = Arc::clone(&shared);
-                loom::thread::spawn(move || {
-                    shared.driver_input(|machine| machine.on_bytes(Instant::now(), &pong))
-                })
-            };
+            let driver = driver_receives(&shared, pong);
             let answer = loom::future::block_on(in_flight);
             assert!(matches!(answer, Ok(server_frame::Body::Pong(_))));
             driver.join().unwrap();
@@ -511,12 +514,7 @@ mod loom_tests {
             let in_flight = shared.start(ping, Duration::from_secs(60), 1);
             let request_id = last_request_id(&shared);
             let pong = server_frame(request_id, server_frame::Body::Pong(Pong {}));
-            let driver = {
-                let shared = Arc::clone(&shared);
-                loom::thread::spawn(move || {
-                    shared.driver_input(|machine| machine.on_bytes(Instant::now(), &pong))
-                })
-            };
+            let driver = driver_receives(&shared, pong);
             drop(in_flight);
             driver.join().unwrap();
             assert!(shared.lock().answers.is_empty());
@@ -540,12 +538,7 @@ mod loom_tests {
                 ..Deliveries::default()
             };
             let pushed = server_frame(0, server_frame::Body::Deliveries(deliveries));
-            let driver = {
-                let shared = Arc::clone(&shared);
-                loom::thread::spawn(move || {
-                    shared.driver_input(|machine| machine.on_bytes(Instant::now(), &pushed))
-                })
-            };
+            let driver = driver_receives(&shared, pushed);
             let event = loom::future::block_on(std::future::poll_fn(|context| {
                 shared.poll_consumer(consumer, context)
             }));

@@ -28,15 +28,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let adopt = |what: &'static str, listener: std::net::TcpListener| {
-        let address = listener
-            .local_addr()
-            .map(|address| address.to_string())
-            .unwrap_or_default();
-        smol::net::TcpListener::try_from(listener).map_err(|source| StartError::Bind {
-            what,
-            address,
-            source,
-        })
+        let error = StartError::adopting(what, &listener);
+        smol::net::TcpListener::try_from(listener).map_err(error)
     };
     let client_listener = adopt("client", opened.client_listener)?;
     let admin_listener = adopt("admin", opened.admin_listener)?;

@@ -19,15 +19,8 @@ pub use krest_storage_file::server::{Bound, Opened, StartError};
 /// it was given (sending the confirms it earns), closes clients and returns.
 pub async fn run(opened: Opened, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let adopt = |what: &'static str, listener: std::net::TcpListener| {
-        let address = listener
-            .local_addr()
-            .map(|address| address.to_string())
-            .unwrap_or_default();
-        tokio::net::TcpListener::from_std(listener).map_err(|source| StartError::Bind {
-            what,
-            address,
-            source,
-        })
+        let error = StartError::adopting(what, &listener);
+        tokio::net::TcpListener::from_std(listener).map_err(error)
     };
     let client_listener = adopt("client", opened.client_listener)?;
     let admin_listener = adopt("admin", opened.admin_listener)?;

@@ -149,6 +149,23 @@ pub enum StartError {
 }
 
 impl StartError {
+    /// The error for a bound `listener` that a runtime could not adopt (take over as one of
+    /// its own): a bind error naming the listener and its address.
+    pub fn adopting(
+        what: &'static str,
+        listener: &TcpListener,
+    ) -> impl FnOnce(std::io::Error) -> StartError {
+        let address = listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_default();
+        move |source| StartError::Bind {
+            what,
+            address,
+            source,
+        }
+    }
+
     /// The process exit code (sysexits): 69 cannot bind, 74 storage.
     pub fn exit_code(&self) -> u8 {
         match self {

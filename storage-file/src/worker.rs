@@ -232,15 +232,16 @@ fn run_worker(hand_off: &HandOff, mut executor: impl BatchExecutor) {
     }
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
+/// What both test modules use: an executor that echoes numbered requests.
+#[cfg(test)]
+mod test_support {
     use super::*;
     use krest_core::ids::LogIndex;
     use krest_core::LogId;
 
     /// Answers each `DeleteSegmentsBelow { index }` with `Synced { through: index }`, so a test can
     /// number its requests; ignores everything else.
-    struct EchoSyncs;
+    pub(super) struct EchoSyncs;
 
     impl BatchExecutor for EchoSyncs {
         fn execute_batch(&mut self, batch: Vec<StorageRequest>) -> Vec<StorageDone> {
@@ -260,13 +261,31 @@ mod tests {
     }
 
     /// A request the echo executor answers with `Synced { through: number }`.
-    fn numbered(number: u64) -> StorageRequest {
+    pub(super) fn numbered(number: u64) -> StorageRequest {
         StorageRequest::DeleteSegmentsBelow {
             log: LogId::Metadata,
             index: LogIndex(number),
         }
     }
 
+    /// The numbers of the echoed completions, in order.
+    pub(super) fn indexes(done: Vec<StorageDone>) -> Vec<u64> {
+        done.into_iter()
+            .filter_map(|done| match done {
+                StorageDone::Synced { through, .. } => Some(through.0),
+                StorageDone::Measured { .. } => None,
+                StorageDone::Failed { .. } => unreachable!("the echo executor never fails"),
+            })
+            .collect()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::test_support::{indexes, numbered, EchoSyncs};
+    use super::*;
+
+    /// Polls `future` until it is ready; the worker thread makes the progress.
     fn block_on<F: Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         let waker = std::task::Waker::noop();
@@ -287,11 +306,7 @@ mod tests {
         assert_eq!(worker.submit([numbered(9_999)]), 1, "refused after close");
         let mut through = Vec::new();
         while let Completions::Done(done) = block_on(worker.completions()) {
-            through.extend(done.into_iter().filter_map(|done| match done {
-                StorageDone::Synced { through, .. } => Some(through.0),
-                StorageDone::Measured { .. } => None,
-                StorageDone::Failed { .. } => panic!("no failures here"),
-            }));
+            through.extend(indexes(done));
         }
         assert_eq!(through, (1..=1_000).collect::<Vec<_>>());
         worker.join();
@@ -302,46 +317,8 @@ mod tests {
 /// `RUSTFLAGS="--cfg loom" cargo test -p krest-storage-file --release --lib loom_tests`.
 #[cfg(all(test, loom))]
 mod loom_tests {
+    use super::test_support::{indexes, numbered, EchoSyncs};
     use super::*;
-    use krest_core::ids::LogIndex;
-    use krest_core::LogId;
-
-    struct EchoSyncs;
-
-    impl BatchExecutor for EchoSyncs {
-        fn execute_batch(&mut self, batch: Vec<StorageRequest>) -> Vec<StorageDone> {
-            batch
-                .into_iter()
-                .filter_map(|request| match request {
-                    StorageRequest::DeleteSegmentsBelow { log, index } => {
-                        Some(StorageDone::Synced {
-                            log,
-                            through: index,
-                        })
-                    }
-                    _ => None,
-                })
-                .collect()
-        }
-    }
-
-    /// A request the echo executor answers with `Synced { through: number }`.
-    fn numbered(number: u64) -> StorageRequest {
-        StorageRequest::DeleteSegmentsBelow {
-            log: LogId::Metadata,
-            index: LogIndex(number),
-        }
-    }
-
-    fn indexes(done: Vec<StorageDone>) -> Vec<u64> {
-        done.into_iter()
-            .filter_map(|done| match done {
-                StorageDone::Synced { through, .. } => Some(through.0),
-                StorageDone::Measured { .. } => None,
-                StorageDone::Failed { .. } => unreachable!("the echo executor never fails"),
-            })
-            .collect()
-    }
 
     /// Whatever the interleaving, two separate submissions come back once each, in order, and
     /// the event loop, parked on its waker, is woken for them (a lost wake-up deadlocks loom).

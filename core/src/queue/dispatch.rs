@@ -85,30 +85,19 @@ impl Queue {
         if subscription.last_served == Some(consumer) {
             subscription.last_served = None;
         }
-        let held: Vec<(Sequence, InFlight)> = subscription
+        let held: Vec<Sequence> = subscription
             .in_flight
             .iter()
             .filter(|(_, in_flight)| in_flight.consumer == Some(consumer))
-            .map(|(sequence, in_flight)| (*sequence, *in_flight))
+            .map(|(sequence, _)| *sequence)
             .collect();
-        for (sequence, in_flight) in held {
-            subscription.in_flight.remove(&sequence);
-            if let Some(deadline) = in_flight.lease_deadline {
-                effects
-                    .disarm
-                    .push((deadline, lease_timer(queue, subscription_id, sequence)));
-            }
-            let message = self
-                .messages
-                .get(&sequence)
-                .expect("in-flight messages are stored");
-            return_to_queue(
+        for sequence in held {
+            take_back(
                 queue,
                 max_deliveries,
                 subscription,
-                message,
-                in_flight.delivery_count,
-                None,
+                &self.messages,
+                sequence,
                 effects,
             );
         }
@@ -353,20 +342,13 @@ impl Queue {
         if !expired {
             return;
         }
-        let in_flight = subscription.in_flight.remove(&sequence).expect("checked");
-        release_in_flight(queue, subscription, sequence, &in_flight, effects);
         self.counters.expired += 1;
-        let message = self
-            .messages
-            .get(&sequence)
-            .expect("in-flight messages are stored");
-        return_to_queue(
+        take_back(
             queue,
             max_deliveries,
             subscription,
-            message,
-            in_flight.delivery_count,
-            None,
+            &self.messages,
+            sequence,
             effects,
         );
     }
@@ -456,6 +438,35 @@ fn record_ack(
         effects.acked.push((subscription.id, message.sequence));
     }
     message.pending_subscriptions == 0
+}
+
+/// Takes delivery `sequence` back from its consumer (a lease expired, the consumer left):
+/// releases the lease and returns the message to the subscription for redelivery, or starts
+/// its dead-lettering past `max_deliveries`.
+fn take_back(
+    queue: crate::ids::QueueId,
+    max_deliveries: u32,
+    subscription: &mut Subscription,
+    messages: &std::collections::BTreeMap<Sequence, super::Message>,
+    sequence: Sequence,
+    effects: &mut Effects,
+) {
+    let Some(in_flight) = subscription.in_flight.remove(&sequence) else {
+        return;
+    };
+    release_in_flight(queue, subscription, sequence, &in_flight, effects);
+    let message = messages
+        .get(&sequence)
+        .expect("in-flight messages are stored");
+    return_to_queue(
+        queue,
+        max_deliveries,
+        subscription,
+        message,
+        in_flight.delivery_count,
+        None,
+        effects,
+    );
 }
 
 /// Puts a message the consumer gave up back into the subscription: dead-letter it if it has had
