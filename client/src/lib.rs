@@ -59,6 +59,12 @@ mod shared;
 #[cfg(all(test, feature = "tokio"))]
 mod tests;
 
+/// The README's Rust examples, compiled by `cargo test --doc -p krest-client --all-features`
+/// so that what the user guide shows keeps building.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 // A loom build (model checks of `shared`) runs without a runtime.
 #[cfg(not(any(feature = "tokio", feature = "smol", loom)))]
 compile_error!("krest-client needs a runtime: enable the `tokio` (default) or `smol` feature");

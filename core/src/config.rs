@@ -371,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_has_a_row_for_every_key_with_its_default() {
+        // The README's configuration reference is what operators read: one row per key, and
+        // the default it states is the real one.
+        let readme = include_str!("../../README.md");
+        let table = toml::Table::try_from(Config::default()).expect("the config serialises");
+        for (section, keys) in &table {
+            for (key, value) in keys.as_table().expect("every section is a table") {
+                let default = match value {
+                    toml::Value::String(text) => format!("`{text}`"),
+                    other => other.to_string(),
+                };
+                let row = format!("| `{section}.{key}` | {default}");
+                assert!(
+                    readme.lines().any(|line| line.starts_with(&row)),
+                    "the README has no row starting with {row}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error_that_names_it() {
         let error = Config::from_toml("[limits]\nmax_frame_byts = 5\n").unwrap_err();
         assert!(error.reason.contains("max_frame_byts"), "{error}");

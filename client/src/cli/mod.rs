@@ -52,7 +52,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, list, inspect, delete or purge queues.
+    /// Create, list, inspect, purge, delete or redrive queues.
     Queue {
         /// The queue operation.
         #[command(subcommand)]

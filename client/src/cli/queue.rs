@@ -1,4 +1,4 @@
-//! `krest queue create|ls|info|delete|purge`.
+//! `krest queue create|ls|info|delete|purge|redrive`.
 //!
 //! Plain output is a table (`ls`) or key/value lines (`info`); with `--json`, `ls` prints an
 //! array of queue objects and `info` one object, both with the fields of [`queue_json`].
@@ -22,7 +22,7 @@ pub struct CreateArgs {
     /// Most messages the queue holds (0: server default).
     #[arg(long)]
     pub max_messages: Option<u64>,
-    /// Most payload bytes the queue holds (0: server default).
+    /// Most bytes (payloads and headers) the queue holds (0: server default).
     #[arg(long)]
     pub max_bytes: Option<u64>,
     /// What a full queue does with a publish.

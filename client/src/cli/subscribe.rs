@@ -5,7 +5,9 @@
 //! `--timeout-ms T` it fails after T milliseconds in all if N messages have not arrived by
 //! then (without `--count` it simply stops after T milliseconds). Otherwise it runs until
 //! Ctrl-C. At most `--count` messages are taken from the server: the prefetch is capped by it,
-//! and with auto ack no credit beyond it is granted.
+//! and with auto ack no credit beyond it is granted. With `--json` each message is one line,
+//! `{"sequence", "delivery_count", "headers": {key: value}, "body"}` (the body as UTF-8 text,
+//! invalid bytes replaced).
 
 use std::io::Write;
 use std::time::Duration;
@@ -202,9 +204,16 @@ fn is_stale_delivery(error: &ClientError) -> bool {
 
 fn print_delivery(out: &mut impl Write, json: bool, delivery: &Delivery) -> anyhow::Result<()> {
     if json {
+        // Headers as an object; a key that repeats keeps its last value.
+        let headers: serde_json::Map<String, serde_json::Value> = delivery
+            .headers
+            .iter()
+            .map(|header| (header.key.clone(), header.value.clone().into()))
+            .collect();
         let line = json!({
             "sequence": delivery.sequence(),
             "delivery_count": delivery.delivery_count(),
+            "headers": headers,
             "body": String::from_utf8_lossy(&delivery.payload),
         });
         writeln!(out, "{line}")

@@ -79,9 +79,9 @@ impl Node {
             ("DELETE", ["v1", "queues", name]) => self.delete_queue(name).map(|need| {
                 self.admin_when_durable(request, need, 200, json!({ "deleted": name }));
             }),
-            ("POST", ["v1", "queues", name, "redrive"]) => {
-                let max_messages = query_number(&http.query, "max").unwrap_or(0);
-                self.redrive_queue(name, max_messages).map(|redrive| {
+            ("POST", ["v1", "queues", name, "redrive"]) => query_number(&http.query, "max")
+                .and_then(|max_messages| self.redrive_queue(name, max_messages.unwrap_or(0)))
+                .map(|redrive| {
                     let body = json!({ "moved": redrive.moved, "skipped": redrive.skipped });
                     let body = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
                     let action = WaiterAction::Admin {
@@ -90,8 +90,7 @@ impl Node {
                         body,
                     };
                     self.when_durable(&redrive.needs, action);
-                })
-            }
+                }),
             ("POST", ["v1", "queues", name, "purge"]) => {
                 self.purge_queue(name).map(|(removed, need)| {
                     self.admin_when_durable(request, need, 200, json!({ "purged": removed }));
@@ -324,7 +323,7 @@ impl Node {
             (
                 "krest_queue_bytes",
                 "gauge",
-                "Payload bytes stored.",
+                "Bytes stored (payloads and headers).",
                 |q, _| q.bytes,
             ),
             (
@@ -371,6 +370,7 @@ fn known_path(segments: &[&str]) -> bool {
             | ["v1", "queues"]
             | ["v1", "queues", _]
             | ["v1", "queues", _, "purge"]
+            | ["v1", "queues", _, "redrive"]
     )
 }
 
@@ -403,6 +403,7 @@ pub fn queue_info_json(info: &QueueInfo) -> Value {
         },
         "subscriptions": info.subscriptions.iter().map(|subscription| json!({
             "name": subscription.name,
+            "mode": if subscription.broadcast { "broadcast" } else { "point" },
             "broadcast": subscription.broadcast,
             "consumers": subscription.consumers,
             "pending": subscription.pending,
@@ -488,11 +489,20 @@ fn settings_from_json(value: &Value) -> Result<krest_proto::client::QueueSetting
     Ok(settings)
 }
 
-/// The number `key=N` in a query string, if present and a number.
-fn query_number(query: &str, key: &str) -> Option<u64> {
-    query
+/// The number `key=N` in a query string: `None` when absent, an error when it is not a whole
+/// number (a typo must not silently mean "no limit").
+fn query_number(query: &str, key: &str) -> Result<Option<u64>, RequestError> {
+    let Some((_, value)) = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(name, _)| *name == key)
-        .and_then(|(_, value)| value.parse().ok())
+    else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| {
+        (
+            ErrorCode::InvalidArgument,
+            format!("query parameter '{key}' must be a whole number, not '{value}'"),
+        )
+    })
 }
