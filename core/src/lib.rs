@@ -26,6 +26,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod io;
 pub mod node;
+pub mod planted;
 pub mod queue;
 pub mod rng;
 pub mod time;

@@ -168,9 +168,24 @@ impl MemoryDisk {
     /// Flips one bit, drawn from `rng`, of the durable data of a file drawn from `rng` among
     /// those holding durable data. `None` when no file does.
     pub fn flip_random_bit(&self, rng: &mut Rng) -> Option<FlippedBit> {
+        self.flip_random_bit_in(rng, |_| true)
+    }
+
+    /// [`MemoryDisk::flip_random_bit`] among the files whose path `eligible` accepts (the
+    /// simulator spares the newest segment of each log, where a flipped last record cannot be
+    /// told from a torn write).
+    pub fn flip_random_bit_in(
+        &self,
+        rng: &mut Rng,
+        eligible: impl Fn(&Path) -> bool,
+    ) -> Option<FlippedBit> {
         let candidates: Vec<(PathBuf, u64)> = {
             let state = self.lock();
-            let files = state.tree.files().into_iter();
+            let files = state
+                .tree
+                .files()
+                .into_iter()
+                .filter(|(path, _)| eligible(path));
             let sized = files.map(|(path, inode)| {
                 let durable_bytes = state
                     .tree

@@ -20,6 +20,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use krest_core::planted::{self, PlantedBug};
 
 use crate::error::StorageError;
 use crate::record::{
@@ -60,6 +61,11 @@ pub(crate) fn scan_segment(
         let decoded = match expected_index.map(|expected| decode_at(&data, offset, expected)) {
             Some(Ok(decoded)) => decoded,
             outcome => {
+                if let Some(valid_offset) = planted_skip(&data, offset, expected_index) {
+                    segment.push_record((valid_offset - offset) as u64);
+                    offset = valid_offset;
+                    continue;
+                }
                 let problem = match outcome {
                     Some(Err(problem)) => problem,
                     _ => Problem::PastIndexSpace,
@@ -86,6 +92,16 @@ pub(crate) fn scan_segment(
         records,
         torn_tail: None,
     })
+}
+
+/// With the planted bug [`PlantedBug::SkipCorruptRecord`]: where the next valid record after the
+/// bad one at `bad_offset` starts, so recovery can pretend the bad one is not there.
+fn planted_skip(data: &[u8], bad_offset: usize, expected_index: Option<u64>) -> Option<usize> {
+    if !planted::active(PlantedBug::SkipCorruptRecord) {
+        return None;
+    }
+    let (offset, index) = find_valid_record_after(data, bad_offset, expected_index?)?;
+    (Some(index) == expected_index.map(|expected| expected + 1)).then_some(offset)
 }
 
 /// Decides whether the bad record at `bad_offset` is a torn tail (returned) or corruption.

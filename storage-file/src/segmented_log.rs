@@ -214,6 +214,12 @@ impl<F: FileSystem> SegmentedLog<F> {
         let mut deleted = 0;
         // The records of segments[0] end just before segments[1] begins.
         while self.segments.len() > 1 && self.segments[1].first_index <= index {
+            // A removal is made durable before the next one: a crash that kept the removal of
+            // a newer segment but lost that of an older one would leave a gap, which recovery
+            // must call corruption. The last removal waits for the next `sync`.
+            if self.directory_needs_sync {
+                files::sync_directory(&self.file_system, &self.directory)?;
+            }
             files::remove_file(&self.file_system, &self.segments[0].path)?;
             self.segments.remove(0);
             self.directory_needs_sync = true;

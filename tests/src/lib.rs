@@ -7,6 +7,7 @@
 
 pub mod raw;
 pub mod server;
+pub mod sim;
 
 pub use raw::RawClient;
 pub use server::{cli_binary, Server, ServerKind};

@@ -433,6 +433,9 @@ impl Node {
                 .and_then(|subscription| subscription.declared_at);
             needs.extend(declared_at.map(|index| (LogId::Metadata, index)));
         }
+        if crate::planted::active(crate::planted::PlantedBug::AckBeforeSync) {
+            needs.clear();
+        }
         self.reply_done_when_durable(conn, request_id, &needs);
         Ok(())
     }

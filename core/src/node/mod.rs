@@ -37,6 +37,9 @@ use crate::rng::Rng;
 use crate::time::{Instant, Millis, Now};
 use crate::timer::{Timer, TimerTable};
 
+pub use publish::{
+    HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE, HEADER_DEAD_LETTER_SOURCE,
+};
 pub use recovery::RecoveryError;
 
 use idempotency::Idempotency;

@@ -14,6 +14,7 @@ use super::session::RequestError;
 use super::Node;
 use crate::ids::{ConnId, LogIndex, ProducerId, QueueId, Sequence};
 use crate::io::LogId;
+use crate::planted::{self, PlantedBug};
 use crate::queue::message::message_size_bytes;
 use crate::queue::{DeadLetter, Effects, Message, QueueKind};
 use crate::time::{Millis, UnixMillis};
@@ -109,6 +110,9 @@ impl Node {
         }
         if let Some(index) = self.queues[&queue].declared_at {
             needs.push((LogId::Metadata, index));
+        }
+        if planted::active(PlantedBug::ConfirmBeforeSync) {
+            needs.clear();
         }
         let frame = Self::encode_reply(
             request_id,

@@ -160,7 +160,10 @@ impl Node {
                     next_sequence = next_sequence.max(stored.sequence + 1);
                     let producer = (stored.producer_id != 0)
                         .then_some((ProducerId(stored.producer_id), stored.producer_sequence));
-                    if let Some((producer, producer_sequence)) = producer {
+                    let forget = crate::planted::active(
+                        crate::planted::PlantedBug::ForgetIdempotencyAfterRestart,
+                    );
+                    if let Some((producer, producer_sequence)) = producer.filter(|_| !forget) {
                         self.idempotency.record(
                             producer,
                             producer_sequence,
@@ -188,6 +191,9 @@ impl Node {
                 Some(queue_record::Body::Acked(ack)) => {
                     check_next_sequence(ack.next_sequence, log, record)?;
                     next_sequence = next_sequence.max(ack.next_sequence);
+                    if crate::planted::active(crate::planted::PlantedBug::ForgetAcksAfterRestart) {
+                        continue;
+                    }
                     acked
                         .entry(ack.subscription)
                         .or_default()
@@ -196,6 +202,15 @@ impl Node {
                 Some(queue_record::Body::Removed(removed)) => {
                     check_next_sequence(removed.next_sequence, log, record)?;
                     next_sequence = next_sequence.max(removed.next_sequence);
+                    let consumed =
+                        removed.reason == krest_proto::storage::RemoveReason::Consumed as i32;
+                    if consumed
+                        && crate::planted::active(
+                            crate::planted::PlantedBug::ForgetAcksAfterRestart,
+                        )
+                    {
+                        continue;
+                    }
                     for sequence in removed.sequences {
                         if let Some(message) = queue.messages.remove(&Sequence(sequence)) {
                             queue.bytes -= message.size_bytes();

@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
+use crate::planted::{self, PlantedBug};
 use crate::queue::subscription::{AckMode, ConsumerState, InFlight, Subscription};
 use crate::time::{Instant, Millis, Now};
 use crate::timer::Timer;
@@ -117,7 +118,7 @@ impl Queue {
                     Some((sequence, count)) => Some((sequence, count + 1)),
                     None => self
                         .next_first_delivery(id, now)
-                        .map(|sequence| (sequence, 1)),
+                        .map(|sequence| (self.planted_swap(id, now, sequence, effects), 1)),
                 };
                 let Some((sequence, delivery_count)) = next else {
                     break;
@@ -142,7 +143,11 @@ impl Queue {
                     .delay_index
                     .range((Bound::Excluded(cursor), Bound::Unbounded))
                     .next()?;
-                if key.due > now.wall {
+                let mut visible_until = now.wall;
+                if planted::active(PlantedBug::DeliverDelayedEarly) {
+                    visible_until = visible_until + Millis(1_000);
+                }
+                if key.due > visible_until {
                     return None;
                 }
                 key
@@ -158,6 +163,35 @@ impl Queue {
             }
             return Some(key.sequence);
         }
+    }
+
+    /// With the planted bug [`PlantedBug::SwapFirstDeliveries`], now and then holds `first`
+    /// back for a millisecond and delivers the message after it instead.
+    fn planted_swap(
+        &mut self,
+        id: SubscriptionId,
+        now: Now,
+        first: Sequence,
+        effects: &mut Effects,
+    ) -> Sequence {
+        if !planted::active(PlantedBug::SwapFirstDeliveries) || self.is_delay() || first.0 % 5 != 2
+        {
+            return first;
+        }
+        let Some(second) = self.next_first_delivery(id, now) else {
+            return first;
+        };
+        let queue = self.id;
+        let due = now.monotonic + Millis(1);
+        let subscription = self.subscriptions.get_mut(&id).expect("exists");
+        subscription.waiting.insert(first, (1, due));
+        let timer = Timer::Redelivery {
+            queue,
+            subscription: id,
+            sequence: first,
+        };
+        effects.arm.push((due, timer));
+        second
     }
 
     /// Hands one message to one consumer. Returns whether the message is now unneeded (auto ack
@@ -206,7 +240,10 @@ impl Queue {
         match state.ack_mode {
             AckMode::Explicit => {
                 state.unacked += 1;
-                let deadline = now.monotonic + ack_timeout;
+                let mut deadline = now.monotonic + ack_timeout;
+                if planted::active(PlantedBug::ExpireLeaseEarly) {
+                    deadline = now.monotonic + Millis(ack_timeout.0 / 2);
+                }
                 subscription.in_flight.insert(
                     sequence,
                     InFlight {
@@ -339,7 +376,7 @@ impl Queue {
                         .lease_deadline
                         .is_some_and(|deadline| deadline <= now.monotonic)
             });
-        if !expired {
+        if !expired || planted::active(PlantedBug::SkipRedeliveryAfterLeaseExpiry) {
             return;
         }
         self.counters.expired += 1;

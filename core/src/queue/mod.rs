@@ -154,8 +154,11 @@ impl Queue {
                 self.name, settings.max_messages, settings.max_bytes
             ));
         }
+        let miscount = u64::from(crate::planted::active(
+            crate::planted::PlantedBug::MiscountDropOldest,
+        ));
         let overflows = |queue: &Queue| {
-            queue.messages.len() as u64 + count > queue.settings.max_messages
+            queue.messages.len() as u64 + count + miscount > queue.settings.max_messages
                 || queue.bytes + bytes > queue.settings.max_bytes
         };
         match self.settings.overflow {

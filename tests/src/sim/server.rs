@@ -1,0 +1,206 @@
+//! One simulated node: its disk, which outlives crashes, and the process running on it (the
+//! real `krest-core` node over the real `krest-storage-file` executor on a [`MemoryDisk`]).
+//!
+//! The process has two clocks, as a real one does: a monotonic clock that starts anywhere at
+//! each start and only moves forward, and a wall clock that is skewed from true time and may
+//! jump either way. Storage runs like the runtimes' storage thread: requests queue while a
+//! batch executes, and each batch is one `execute_batch` (one fsync per log) whose completions
+//! come back after a latency drawn from the disk stream.
+
+use std::path::Path;
+
+use krest_core::rng::Rng;
+use krest_core::{
+    Command, Config, Input, Instant, Node, Now, StorageDone, StorageRequest, UnixMillis,
+};
+use krest_storage_file::memory_disk::MemoryFileSystem;
+use krest_storage_file::{MemoryDisk, OpenError, StorageError, StorageExecutor};
+
+/// Where the node keeps its data on its disk.
+pub const DATA_DIR: &str = "/krest";
+/// Wall-clock time at simulated time zero.
+pub const WALL_ORIGIN_MS: u64 = 1_700_000_000_000;
+
+/// A running process.
+pub struct Process {
+    /// The broker.
+    pub node: Node,
+    executor: StorageExecutor<MemoryFileSystem>,
+    /// Counts starts; events addressed to an older process are dropped.
+    pub epoch: u64,
+    /// Monotonic time is simulated time plus this.
+    monotonic_offset_ms: u64,
+    /// Requests that arrived since the running batch started.
+    storage_queue: Vec<StorageRequest>,
+    /// A batch is executing (its completions are on their way).
+    storage_busy: bool,
+}
+
+/// Why a start failed.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// Storage found corruption it refuses to serve: detected, as designed.
+    Corrupt(String),
+    /// Storage could not open for another reason (an injected read or write error, a full
+    /// disk): worth another try.
+    Transient(String),
+    /// The core could not understand what storage recovered: never expected.
+    Refused(String),
+}
+
+/// The node, its disk and its clocks.
+pub struct Server {
+    /// The disk, shared with nobody, surviving every crash.
+    pub disk: MemoryDisk,
+    /// The running process, if any.
+    pub process: Option<Process>,
+    config: Config,
+    epochs: u64,
+    /// Wall time is simulated time plus this (milliseconds, either sign).
+    pub wall_skew_ms: i64,
+    /// Inputs handled, over every process.
+    inputs: u64,
+}
+
+impl Server {
+    /// A node with an empty disk whose faults are decided by `disk_rng`.
+    pub fn new(config: Config, disk_rng: Rng, wall_skew_ms: i64) -> Server {
+        Server {
+            disk: MemoryDisk::new(disk_rng),
+            process: None,
+            config,
+            epochs: 0,
+            wall_skew_ms,
+            inputs: 0,
+        }
+    }
+
+    /// The node's clocks at simulated time `time_ms`.
+    pub fn now(&self, time_ms: u64) -> Option<Now> {
+        let process = self.process.as_ref()?;
+        Some(Now {
+            monotonic: Instant(time_ms + process.monotonic_offset_ms),
+            wall: UnixMillis(self.wall_ms(time_ms)),
+        })
+    }
+
+    /// The node's wall clock at `time_ms`.
+    pub fn wall_ms(&self, time_ms: u64) -> u64 {
+        (WALL_ORIGIN_MS + time_ms).saturating_add_signed(self.wall_skew_ms)
+    }
+
+    /// Starts a process: recovery through the real storage and core code.
+    pub fn start(&mut self, time_ms: u64, clocks: &mut Rng) -> Result<(), StartFailure> {
+        assert!(self.process.is_none(), "one process at a time");
+        let segment_bytes = self.config.storage.segment_bytes;
+        let opened =
+            StorageExecutor::open_with(self.disk.file_system(), Path::new(DATA_DIR), segment_bytes);
+        let (executor, recovered) = match opened {
+            Ok(opened) => opened,
+            Err(OpenError::Storage(error @ StorageError::Corrupt { .. })) => {
+                return Err(StartFailure::Corrupt(error.to_string()))
+            }
+            Err(error) => return Err(StartFailure::Transient(error.to_string())),
+        };
+        self.epochs += 1;
+        let monotonic_offset_ms = clocks.below(1 << 40);
+        let now = Now {
+            monotonic: Instant(time_ms + monotonic_offset_ms),
+            wall: UnixMillis(self.wall_ms(time_ms)),
+        };
+        let node = Node::new(self.config.clone(), recovered, clocks.next_u64(), now)
+            .map_err(|error| StartFailure::Refused(error.to_string()))?;
+        self.process = Some(Process {
+            node,
+            executor,
+            epoch: self.epochs,
+            monotonic_offset_ms,
+            storage_queue: Vec::new(),
+            storage_busy: false,
+        });
+        Ok(())
+    }
+
+    /// Ends the process at once (kill -9): what it wrote stays on the disk, synced or not.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// Ends the process and crashes the machine: the disk keeps what is durable and, as the
+    /// crash mode drawn from `rng` decides, some of the rest. Returns the mode's name.
+    pub fn crash_machine(&mut self, rng: &mut Rng) -> &'static str {
+        self.process = None;
+        match self.disk.crash(rng) {
+            krest_storage_file::memory_disk::CrashMode::LoseUnsynced => "crash-lose-unsynced",
+            krest_storage_file::memory_disk::CrashMode::TornWrites => "crash-torn-writes",
+            krest_storage_file::memory_disk::CrashMode::KeepSomeDirectoryOperations => {
+                "crash-keep-some-directory-operations"
+            }
+        }
+    }
+
+    /// The epoch of the running process.
+    pub fn epoch(&self) -> Option<u64> {
+        self.process.as_ref().map(|process| process.epoch)
+    }
+
+    /// Feeds one input to the node and returns every command it emitted, after checking the
+    /// core's own invariants.
+    pub fn handle(&mut self, time_ms: u64, input: Input) -> Vec<Command> {
+        let now = self.now(time_ms).expect("a running process");
+        let process = self.process.as_mut().expect("a running process");
+        process.node.handle(now, input);
+        let mut commands = Vec::new();
+        while let Some(command) = process.node.poll_command() {
+            commands.push(command);
+        }
+        // The core's own consistency check costs O(messages); after every fourth input keeps
+        // most of its power at a quarter of the price (a broken table stays broken).
+        self.inputs += 1;
+        if self.inputs.is_multiple_of(4) {
+            process.node.check_invariants();
+        }
+        commands
+    }
+
+    /// When the node next wants a tick, in simulated time.
+    pub fn next_timer(&self) -> Option<u64> {
+        let process = self.process.as_ref()?;
+        let deadline = process.node.poll_timeout()?;
+        Some(deadline.0.saturating_sub(process.monotonic_offset_ms))
+    }
+
+    /// Queues a storage request; returns whether a batch should be started (none is running).
+    pub fn queue_storage(&mut self, request: StorageRequest) -> bool {
+        let process = self.process.as_mut().expect("a running process");
+        process.storage_queue.push(request);
+        !process.storage_busy
+    }
+
+    /// Runs every queued request as one batch, now. Returns the completions the node should
+    /// see when the batch's fsyncs return, or `None` if nothing was queued.
+    pub fn run_storage_batch(&mut self) -> Option<Vec<StorageDone>> {
+        let process = self.process.as_mut()?;
+        if process.storage_queue.is_empty() {
+            process.storage_busy = false;
+            return None;
+        }
+        process.storage_busy = true;
+        let batch = std::mem::take(&mut process.storage_queue);
+        let done = process.executor.execute_batch(batch);
+        // How long an fsync took is real time, not simulated time: the simulated node never
+        // sees it, so the trace stays a function of the seed.
+        Some(
+            done.into_iter()
+                .filter(|done| !matches!(done, StorageDone::Measured { .. }))
+                .collect(),
+        )
+    }
+
+    /// Whether the node fenced itself after a storage failure.
+    pub fn fenced(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|process| process.node.fenced().is_some())
+    }
+}
