@@ -19,32 +19,35 @@
 mod checker;
 mod history;
 mod network;
+mod nodes;
+mod routing;
 mod server;
 mod streams;
 mod workload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use krest_core::ids::ConnId;
 use krest_core::planted::PlantedBug;
 use krest_core::{Command, Config, Input, StorageDone};
-use krest_proto::client::{ClientFrame, QueueKind, ServerFrame};
-use krest_proto::frame::FrameDecoder;
-use krest_storage_file::memory_disk::{FaultPlan, FaultStats};
-use krest_storage_file::FileSystem as _;
-use prost::Message as _;
+use krest_proto::client::{QueueKind, ServerFrame};
+use krest_storage_file::memory_disk::FaultStats;
 
 pub use checker::Violation;
 use checker::{Checker, QueueModel};
 use history::{History, OpStatus};
 use network::Network;
-use server::{Server, StartFailure};
+use server::Server;
 pub use streams::Trace;
-use streams::{between, chance, Streams};
-use workload::{queue_specs, Actions, Context, Phase, QueueSpec, Role, SimClient};
+use streams::{between, Streams};
+use workload::{queue_specs, Phase, QueueSpec, Role, SimClient};
+
+/// Nodes simulated. The simulator is written for many (each with its disk, clocks and
+/// processes; clients spread over them; faults pick one); the broker has one until the cluster
+/// lands.
+const NODES: usize = 1;
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -154,10 +157,10 @@ enum Event {
     ServerDisconnect(ConnId),
     ClientFrame(ConnId, ServerFrame),
     ClientClosed(ConnId),
-    StorageRun(u64),
-    StorageDone(u64, Vec<StorageDone>),
-    Restart,
-    Fault(Fault),
+    StorageRun(usize, u64),
+    StorageDone(usize, u64, Vec<StorageDone>),
+    Restart(usize),
+    Fault(usize, Fault),
     EndChaos,
 }
 
@@ -183,16 +186,14 @@ struct Simulation {
     processed: u64,
     phase: Phase,
     queues: Vec<QueueSpec>,
-    server: Server,
-    restart_scheduled: bool,
+    /// The nodes, by index (one until the cluster lands).
+    nodes: Vec<Server>,
     network: Network,
     clients: Vec<SimClient>,
     history: History,
     checker: Checker,
     faults: BTreeMap<&'static str, u64>,
     bits_flipped: u64,
-    /// The epoch of the latest process started.
-    last_epoch: Option<u64>,
     ending: Option<Ending>,
 }
 
@@ -201,10 +202,15 @@ impl Simulation {
         let mut streams = Streams::new(options.seed);
         let queues = queue_specs();
         let mut config = Config::default();
-        config.server.node_id = 1;
         config.storage.segment_bytes = between(&mut streams.disk, 4_096, 16_384);
-        let wall_skew_ms = between(&mut streams.clocks, 0, 4_000) as i64 - 2_000;
-        let server = Server::new(config, streams.disk.fork(), wall_skew_ms);
+        let nodes = (0..NODES)
+            .map(|node| {
+                let mut config = config.clone();
+                config.server.node_id = node as u64 + 1;
+                let wall_skew_ms = between(&mut streams.clocks, 0, 4_000) as i64 - 2_000;
+                Server::new(config, streams.disk.fork(), wall_skew_ms)
+            })
+            .collect();
         let mut clients = vec![SimClient::new(
             0,
             Role::Setup {
@@ -215,8 +221,10 @@ impl Simulation {
             clients.push(SimClient::producer(clients.len(), producer));
         }
         for (index, spec) in queues.iter().enumerate() {
-            for _ in 0..spec.consumers {
-                clients.push(SimClient::consumer(clients.len(), index));
+            for consumer in 0..spec.consumers {
+                // The second consumer of a queue with several pulls; the others are pushed to.
+                let pull = consumer == 1;
+                clients.push(SimClient::consumer(clients.len(), index, pull));
             }
         }
         let models = queues
@@ -233,15 +241,13 @@ impl Simulation {
             processed: 0,
             phase: Phase::Setup,
             queues,
-            server,
-            restart_scheduled: false,
+            nodes,
             network: Network::default(),
             clients,
             history: History::default(),
             checker: Checker::new(models),
             faults: BTreeMap::new(),
             bits_flipped: 0,
-            last_epoch: None,
             ending: None,
         }
     }
@@ -257,7 +263,9 @@ impl Simulation {
     }
 
     fn run(&mut self) {
-        self.start_node();
+        for node in 0..self.nodes.len() {
+            self.start_node(node);
+        }
         for index in 0..self.clients.len() {
             self.schedule(0, Event::ClientWake(index));
         }
@@ -288,11 +296,13 @@ impl Simulation {
                 }
             }
             let next_event = self.events.first_key_value().map(|(key, _)| key.0);
-            let next_timer = self.server.next_timer();
+            let next_timer = (0..self.nodes.len())
+                .filter_map(|node| Some((self.nodes[node].next_timer()?, node)))
+                .min();
             match (next_event, next_timer) {
-                (_, Some(timer)) if next_event.is_none_or(|event| timer < event) => {
+                (_, Some((timer, node))) if next_event.is_none_or(|event| timer < event) => {
                     self.now_ms = self.now_ms.max(timer);
-                    self.node_input(Input::Tick);
+                    self.node_input(node, Input::Tick);
                 }
                 _ if next_event.is_some() => {
                     let ((at_ms, _), event) = self.events.pop_first().expect("peeked");
@@ -306,47 +316,6 @@ impl Simulation {
         }
     }
 
-    fn begin_chaos(&mut self) {
-        self.phase = Phase::Chaos;
-        let end = self.now_ms + self.options.chaos_ms;
-        self.schedule(end, Event::EndChaos);
-        let faults = &mut self.streams.faults;
-        let mut plan = Vec::new();
-        let mut at = self.now_ms;
-        loop {
-            at += between(faults, 1_000, 6_000);
-            if at >= end {
-                break;
-            }
-            plan.push((at, Fault::Crash));
-        }
-        let mut at = self.now_ms;
-        loop {
-            at += between(faults, 1_000, 5_000);
-            if at >= end {
-                break;
-            }
-            plan.push((at, Fault::ClockJump));
-        }
-        if chance(faults, 400) {
-            let at = self.now_ms + faults.below(self.options.chaos_ms);
-            plan.push((at, Fault::DiskErrorsOn));
-            plan.push((at + between(faults, 200, 2_000), Fault::DiskErrorsOff));
-        }
-        if chance(faults, 300) {
-            let at = self.now_ms + faults.below(self.options.chaos_ms);
-            plan.push((at, Fault::DiskFull));
-            plan.push((at + between(faults, 200, 2_000), Fault::DiskRoom));
-        }
-        if chance(faults, 200) {
-            let at = self.now_ms + faults.below(self.options.chaos_ms);
-            plan.push((at, Fault::BitFlip));
-        }
-        for (at, fault) in plan {
-            self.schedule(at, Event::Fault(fault));
-        }
-    }
-
     fn settled(&self) -> bool {
         !self.clients.iter().any(SimClient::has_unresolved)
             && self.checker.unsettled(&self.history).is_empty()
@@ -356,403 +325,38 @@ impl Simulation {
         match event {
             Event::ClientWake(index) => self.wake_client(index),
             Event::ServerConnect(conn) => {
-                if self.for_running_process(conn) {
-                    self.node_input(Input::ClientConnected { conn });
+                if let Some(node) = self.running_node_of(conn) {
+                    self.node_input(node, Input::ClientConnected { conn });
                 }
             }
             Event::ServerFrame(conn, body) => self.frame_to_server(conn, body),
             Event::ServerDisconnect(conn) => {
-                if self.for_running_process(conn) {
+                if let Some(node) = self.running_node_of(conn) {
                     let connection = self.network.get_mut(conn).expect("known");
                     connection.closed_for_server = true;
                     self.checker.on_disconnect(conn);
-                    self.node_input(Input::ClientDisconnected { conn });
+                    self.node_input(node, Input::ClientDisconnected { conn });
                 }
             }
             Event::ClientFrame(conn, frame) => self.frame_to_client(conn, frame),
             Event::ClientClosed(conn) => self.close_for_client(conn),
-            Event::StorageRun(epoch) => self.run_storage(epoch),
-            Event::StorageDone(epoch, done) => {
-                if self.server.epoch() == Some(epoch) {
+            Event::StorageRun(node, epoch) => self.run_storage(node, epoch),
+            Event::StorageDone(node, epoch, done) => {
+                if self.nodes[node].epoch() == Some(epoch) {
                     for done in done {
-                        self.node_input(Input::StorageDone(done));
+                        self.node_input(node, Input::StorageDone(done));
                     }
-                    self.run_storage(epoch);
+                    self.run_storage(node, epoch);
                 }
             }
-            Event::Restart => {
-                self.restart_scheduled = false;
-                if self.server.process.is_none() {
-                    self.start_node();
+            Event::Restart(node) => {
+                self.nodes[node].restart_scheduled = false;
+                if self.nodes[node].process.is_none() {
+                    self.start_node(node);
                 }
             }
-            Event::Fault(fault) => self.inject(fault),
+            Event::Fault(node, fault) => self.inject(node, fault),
             Event::EndChaos => self.begin_drain(),
-        }
-    }
-
-    /// Whether `conn` belongs to the running process and the node has not seen it close.
-    fn for_running_process(&self, conn: ConnId) -> bool {
-        let epoch = self.server.epoch();
-        self.network.get(conn).is_some_and(|connection| {
-            Some(connection.epoch) == epoch && !connection.closed_for_server
-        })
-    }
-
-    fn context(&mut self) -> Context<'_> {
-        Context {
-            now_ms: self.now_ms,
-            phase: self.phase,
-            rng: &mut self.streams.workload,
-            history: &mut self.history,
-            queues: &self.queues,
-        }
-    }
-
-    fn wake_client(&mut self, index: usize) {
-        let mut client = std::mem::replace(&mut self.clients[index], SimClient::placeholder());
-        let actions = client.wake(&mut self.context());
-        self.clients[index] = client;
-        self.apply(index, actions);
-    }
-
-    fn apply(&mut self, index: usize, actions: Actions) {
-        if let Some(at_ms) = actions.wake_at_ms {
-            self.schedule(at_ms, Event::ClientWake(index));
-        }
-        if actions.connect {
-            self.connect(index);
-        }
-        let Some(conn) = self.clients[index].conn else {
-            return;
-        };
-        for body in actions.send {
-            let at = self
-                .network
-                .arrival_at_server(conn, self.now_ms, &mut self.streams.network);
-            self.schedule(at, Event::ServerFrame(conn, body));
-        }
-        if actions.disconnect {
-            self.count("client-vanished");
-            let at = self
-                .network
-                .arrival_at_server(conn, self.now_ms, &mut self.streams.network);
-            self.schedule(at, Event::ServerDisconnect(conn));
-            self.close_for_client(conn);
-        }
-    }
-
-    fn connect(&mut self, index: usize) {
-        let Some(epoch) = self.server.epoch() else {
-            let mut client = std::mem::replace(&mut self.clients[index], SimClient::placeholder());
-            client.on_closed(&mut self.context());
-            self.clients[index] = client;
-            self.schedule(self.now_ms + 1, Event::ClientWake(index));
-            return;
-        };
-        let conn = self.network.open(index, epoch);
-        let at = self
-            .network
-            .arrival_at_server(conn, self.now_ms, &mut self.streams.network);
-        self.schedule(at, Event::ServerConnect(conn));
-        let actions = self.clients[index].on_connected(conn);
-        self.apply(index, actions);
-    }
-
-    fn close_for_client(&mut self, conn: ConnId) {
-        let Some(connection) = self.network.get_mut(conn) else {
-            return;
-        };
-        if connection.closed_for_client {
-            return;
-        }
-        connection.closed_for_client = true;
-        let index = connection.client;
-        if self.clients[index].conn != Some(conn) {
-            return;
-        }
-        let mut client = std::mem::replace(&mut self.clients[index], SimClient::placeholder());
-        client.on_closed(&mut self.context());
-        self.clients[index] = client;
-        self.network.forget_closed();
-    }
-
-    fn frame_to_server(&mut self, conn: ConnId, body: Bytes) {
-        if !self.for_running_process(conn) {
-            return;
-        }
-        let connection = self.network.get_mut(conn).expect("checked");
-        if !connection.reading {
-            connection.held.push_back(body);
-            return;
-        }
-        self.deliver_to_node(conn, body);
-    }
-
-    fn deliver_to_node(&mut self, conn: ConnId, body: Bytes) {
-        if let (Ok(frame), Some(now)) = (
-            ClientFrame::decode(body.clone()),
-            self.server.now(self.now_ms),
-        ) {
-            self.checker.on_request(self.now_ms, now, conn, &frame);
-        }
-        self.node_input(Input::ClientFrame { conn, body });
-    }
-
-    fn frame_to_client(&mut self, conn: ConnId, frame: ServerFrame) {
-        let Some(connection) = self.network.get(conn) else {
-            return;
-        };
-        if connection.closed_for_client {
-            return;
-        }
-        let index = connection.client;
-        if self.clients[index].conn != Some(conn) {
-            return;
-        }
-        let mut client = std::mem::replace(&mut self.clients[index], SimClient::placeholder());
-        let actions = client.on_frame(&mut self.context(), frame);
-        self.clients[index] = client;
-        self.apply(index, actions);
-    }
-
-    /// Feeds the node one input and carries out what it asks.
-    fn node_input(&mut self, input: Input) {
-        if self.server.process.is_none() {
-            return;
-        }
-        trace_input(&mut self.trace, self.now_ms, &input);
-        let commands = self.server.handle(self.now_ms, input);
-        for command in commands {
-            self.execute(command);
-        }
-        self.checker.end_step();
-        if self.server.fenced() && !self.restart_scheduled {
-            self.count("node-fenced");
-            self.server.kill();
-            self.on_process_end();
-            let at = self.now_ms + between(&mut self.streams.faults, 50, 500);
-            self.schedule_restart(at);
-        }
-    }
-
-    fn execute(&mut self, command: Command) {
-        trace_command(&mut self.trace, &command);
-        let now = self.server.now(self.now_ms).expect("running");
-        match command {
-            Command::SendToClient { conn, frame } => {
-                let mut buffer = BytesMut::from(&frame[..]);
-                let mut decoder = FrameDecoder::new(u32::MAX);
-                while let Some(frame) = decoder
-                    .decode_message::<ServerFrame>(&mut buffer)
-                    .expect("the node sends valid frames")
-                {
-                    self.checker
-                        .on_response(self.now_ms, now, conn, &frame, &self.history);
-                    if self.network.get(conn).is_none() {
-                        continue;
-                    }
-                    let at = self.network.arrival_at_client(
-                        conn,
-                        self.now_ms,
-                        &mut self.streams.network,
-                    );
-                    self.schedule(at, Event::ClientFrame(conn, frame));
-                }
-            }
-            Command::CloseClient { conn, .. } => {
-                if self.network.get(conn).is_some() {
-                    let at = self.network.arrival_at_client(
-                        conn,
-                        self.now_ms,
-                        &mut self.streams.network,
-                    );
-                    self.schedule(at, Event::ClientClosed(conn));
-                    self.schedule(self.now_ms + 1, Event::ServerDisconnect(conn));
-                }
-            }
-            Command::SetReading { conn, enabled } => {
-                let Some(connection) = self.network.get_mut(conn) else {
-                    return;
-                };
-                connection.reading = enabled;
-                if enabled {
-                    let held: Vec<Bytes> = connection.held.drain(..).collect();
-                    for body in held {
-                        // Same time, in order: ahead of anything that arrives later.
-                        self.schedule(self.now_ms, Event::ServerFrame(conn, body));
-                    }
-                }
-            }
-            Command::Storage(request) => {
-                if self.server.queue_storage(request) {
-                    let epoch = self.server.epoch().expect("running");
-                    let at = self.now_ms + between(&mut self.streams.disk, 0, 1);
-                    self.schedule(at, Event::StorageRun(epoch));
-                }
-            }
-            Command::AdminResponse { .. } => {}
-        }
-    }
-
-    fn run_storage(&mut self, epoch: u64) {
-        if self.server.epoch() != Some(epoch) {
-            return;
-        }
-        if let Some(done) = self.server.run_storage_batch() {
-            let latency = if chance(&mut self.streams.disk, 30) {
-                between(&mut self.streams.disk, 5, 40)
-            } else {
-                between(&mut self.streams.disk, 0, 2)
-            };
-            self.schedule(self.now_ms + latency, Event::StorageDone(epoch, done));
-        }
-    }
-
-    fn start_node(&mut self) {
-        match self.server.start(self.now_ms, &mut self.streams.clocks) {
-            Ok(()) => {
-                self.count("node-started");
-                self.last_epoch = self.server.epoch();
-            }
-            Err(StartFailure::Corrupt(reason)) => {
-                if self.bits_flipped > 0 {
-                    self.ending = Some(Ending::CorruptionDetected(reason));
-                } else {
-                    self.checker.violations.push(Violation {
-                        at_ms: self.now_ms,
-                        text: format!(
-                            "recovery refused the data although no bit was flipped: {reason}"
-                        ),
-                    });
-                    self.ending = Some(Ending::Drained);
-                }
-            }
-            Err(StartFailure::Transient(reason)) => {
-                debug(self.now_ms, &format!("start failed, will retry: {reason}"));
-                self.count("start-failed-and-retried");
-                let at = self.now_ms + between(&mut self.streams.faults, 50, 300);
-                self.schedule_restart(at);
-            }
-            Err(StartFailure::Refused(reason)) => {
-                self.checker.violations.push(Violation {
-                    at_ms: self.now_ms,
-                    text: format!("the core refused what storage recovered: {reason}"),
-                });
-                self.ending = Some(Ending::Drained);
-            }
-        }
-    }
-
-    fn schedule_restart(&mut self, at_ms: u64) {
-        if !self.restart_scheduled {
-            self.restart_scheduled = true;
-            self.schedule(at_ms, Event::Restart);
-        }
-    }
-
-    /// The process is gone: its connections drop for the clients, its leases end.
-    fn on_process_end(&mut self) {
-        self.checker.on_process_end(self.now_ms);
-        let Some(epoch) = self.last_epoch else {
-            return;
-        };
-        for conn in self.network.open_on(epoch) {
-            self.network.get_mut(conn).expect("open").closed_for_server = true;
-            let at = self
-                .network
-                .arrival_at_client(conn, self.now_ms, &mut self.streams.network);
-            self.schedule(at, Event::ClientClosed(conn));
-        }
-    }
-
-    /// Flips one bit at rest in a segment that is not the newest of its log: storage must
-    /// refuse it at the next start (the run then ends as `CorruptionDetected`) unless the
-    /// segment was deleted first. The newest segment is spared because a flip in its last
-    /// record looks exactly like a torn write, which recovery cuts off; only a replica can
-    /// tell the two apart.
-    fn flip_bit(&mut self) {
-        let file_system = self.server.disk.file_system();
-        let logs = Path::new(server::DATA_DIR).join("logs");
-        let mut eligible = BTreeSet::new();
-        for log in file_system.list_directory(&logs).unwrap_or_default() {
-            let mut segments: Vec<PathBuf> = file_system
-                .list_directory(&log.path)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|entry| entry.path)
-                .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
-                .collect();
-            segments.sort();
-            segments.pop();
-            eligible.extend(segments);
-        }
-        let flipped = self
-            .server
-            .disk
-            .flip_random_bit_in(&mut self.streams.disk, |path| eligible.contains(path));
-        if flipped.is_some() {
-            self.bits_flipped += 1;
-        }
-    }
-
-    fn inject(&mut self, fault: Fault) {
-        if self.phase != Phase::Chaos {
-            return;
-        }
-        match fault {
-            Fault::Crash => {
-                if self.server.process.is_none() {
-                    return;
-                }
-                if chance(&mut self.streams.faults, 300) {
-                    self.count("process-killed");
-                    self.server.kill();
-                } else {
-                    let mode = self.server.crash_machine(&mut self.streams.disk);
-                    self.count(mode);
-                }
-                self.on_process_end();
-                let at = self.now_ms + between(&mut self.streams.faults, 10, 500);
-                self.schedule_restart(at);
-            }
-            Fault::DiskErrorsOn => {
-                self.server.disk.set_fault_plan(FaultPlan {
-                    read_errors_per_million: 5_000,
-                    write_errors_per_million: 2_000,
-                    sync_errors_per_million: 5_000,
-                    ..self.server.disk.fault_plan()
-                });
-            }
-            Fault::DiskErrorsOff => self.server.disk.set_fault_plan(FaultPlan {
-                disk_bytes_max: self.server.disk.fault_plan().disk_bytes_max,
-                ..FaultPlan::default()
-            }),
-            Fault::DiskFull => {
-                let room = between(&mut self.streams.faults, 0, 16_384);
-                self.server.disk.set_fault_plan(FaultPlan {
-                    disk_bytes_max: Some(self.server.disk.used_bytes() + room),
-                    ..self.server.disk.fault_plan()
-                });
-            }
-            Fault::DiskRoom => self.server.disk.set_fault_plan(FaultPlan {
-                disk_bytes_max: None,
-                ..self.server.disk.fault_plan()
-            }),
-            Fault::BitFlip => self.flip_bit(),
-            Fault::ClockJump => {
-                self.count("clock-jump");
-                let jump = between(&mut self.streams.clocks, 0, 6_000) as i64 - 3_000;
-                self.server.wall_skew_ms += jump;
-            }
-        }
-    }
-
-    fn begin_drain(&mut self) {
-        self.phase = Phase::Drain;
-        self.server.disk.set_fault_plan(FaultPlan::default());
-        if self.server.process.is_none() {
-            self.schedule_restart(self.now_ms);
         }
     }
 
@@ -765,7 +369,18 @@ impl Simulation {
                 });
             }
         }
-        let stats: FaultStats = self.server.disk.stats();
+        let mut stats = FaultStats::default();
+        for node in &self.nodes {
+            let disk = node.disk.stats();
+            stats.read_errors += disk.read_errors;
+            stats.write_errors += disk.write_errors;
+            stats.sync_errors += disk.sync_errors;
+            stats.disk_full_errors += disk.disk_full_errors;
+            stats.bit_flips += disk.bit_flips;
+            stats.torn_writes += disk.torn_writes;
+            stats.directory_operations_kept += disk.directory_operations_kept;
+            stats.directory_operations_lost += disk.directory_operations_lost;
+        }
         for (name, value) in [
             ("disk-read-error", stats.read_errors),
             ("disk-write-error", stats.write_errors),

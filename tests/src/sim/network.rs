@@ -19,6 +19,8 @@ use super::streams::{between, chance};
 pub struct Connection {
     /// The client at the other end.
     pub client: usize,
+    /// The node at this end.
+    pub node: usize,
     /// The node process it was accepted by.
     pub epoch: u64,
     /// The node has seen `ClientDisconnected` (or is about to): nothing more reaches it.
@@ -43,14 +45,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Opens a connection from `client` to process `epoch`.
-    pub fn open(&mut self, client: usize, epoch: u64) -> ConnId {
+    /// Opens a connection from `client` to process `epoch` of `node`.
+    pub fn open(&mut self, client: usize, node: usize, epoch: u64) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         self.connections.insert(
             conn,
             Connection {
                 client,
+                node,
                 epoch,
                 closed_for_server: false,
                 closed_for_client: false,
@@ -89,11 +92,15 @@ impl Network {
         connection.to_client_at
     }
 
-    /// Connections of process `epoch` the node has not yet seen close.
-    pub fn open_on(&self, epoch: u64) -> Vec<ConnId> {
+    /// Connections of process `epoch` of `node` the node has not yet seen close.
+    pub fn open_on(&self, node: usize, epoch: u64) -> Vec<ConnId> {
         self.connections
             .iter()
-            .filter(|(_, connection)| connection.epoch == epoch && !connection.closed_for_server)
+            .filter(|(_, connection)| {
+                connection.node == node
+                    && connection.epoch == epoch
+                    && !connection.closed_for_server
+            })
             .map(|(conn, _)| *conn)
             .collect()
     }

@@ -60,6 +60,8 @@ pub struct Server {
     pub wall_skew_ms: i64,
     /// Inputs handled, over every process.
     inputs: u64,
+    /// A restart is on its way.
+    pub restart_scheduled: bool,
 }
 
 impl Server {
@@ -72,6 +74,7 @@ impl Server {
             epochs: 0,
             wall_skew_ms,
             inputs: 0,
+            restart_scheduled: false,
         }
     }
 
@@ -137,6 +140,11 @@ impl Server {
                 "crash-keep-some-directory-operations"
             }
         }
+    }
+
+    /// The epoch of the latest process started (running or not).
+    pub fn last_epoch(&self) -> Option<u64> {
+        (self.epochs > 0).then_some(self.epochs)
     }
 
     /// The epoch of the running process.

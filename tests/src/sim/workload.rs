@@ -12,7 +12,7 @@ use bytes::Bytes;
 use krest_core::ids::ConnId;
 use krest_core::rng::Rng;
 use krest_proto::client::{
-    client_frame, server_frame, ClientFrame, DeclareQueue, DeliveryTag, ErrorCode, Hello,
+    client_frame, server_frame, ClientFrame, DeclareQueue, DeliveryTag, ErrorCode, Fetch, Hello,
     OutgoingMessage, Publish, QueueKind, QueueSettings, ServerFrame, Settle, SettleAction,
     Subscribe,
 };
@@ -190,7 +190,13 @@ pub struct Producer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
     Ack,
-    Nack { delay_ms: u64 },
+    /// Extend the lease, then ack later.
+    ExtendThenAck {
+        ack_after_ms: u64,
+    },
+    Nack {
+        delay_ms: u64,
+    },
     Reject,
     Ignore,
 }
@@ -208,8 +214,12 @@ struct Held {
 #[derive(Debug)]
 pub struct Consumer {
     queue: usize,
+    /// Pull (fetch) instead of push.
+    pull: bool,
     subscription: Option<u64>,
     subscribing: bool,
+    /// A pull consumer's fetch is waiting for its answer.
+    fetching: bool,
     held: Vec<Held>,
 }
 
@@ -220,6 +230,7 @@ enum Pending {
     Publish { number: u64, op: usize },
     Subscribe,
     Settle { op: usize },
+    Fetch,
 }
 
 /// One simulated client.
@@ -273,13 +284,15 @@ impl SimClient {
     }
 
     /// A consumer of `queues[queue]`.
-    pub fn consumer(index: usize, queue: usize) -> SimClient {
+    pub fn consumer(index: usize, queue: usize, pull: bool) -> SimClient {
         SimClient::new(
             index,
             Role::Consumer(Consumer {
                 queue,
+                pull,
                 subscription: None,
                 subscribing: false,
+                fetching: false,
                 held: Vec::new(),
             }),
         )
@@ -456,6 +469,7 @@ impl SimClient {
                 queue: spec.name.into(),
                 group: "workers".into(),
                 prefetch: 4,
+                pull: consumer.pull,
                 create_if_missing: Some(spec.settings.clone()),
                 ..Subscribe::default()
             });
@@ -467,6 +481,21 @@ impl SimClient {
             return;
         };
         let now_ms = context.now_ms;
+        if let (true, false, Some(subscription_id)) =
+            (consumer.pull, consumer.fetching, consumer.subscription)
+        {
+            consumer.fetching = true;
+            let body = client_frame::Body::Fetch(Fetch {
+                subscription_id,
+                max_messages: between(context.rng, 1, 4) as u32,
+                wait_ms: between(context.rng, 0, 500),
+            });
+            let frame = self.frame(body, Some(Pending::Fetch));
+            actions.send.push(frame);
+        }
+        let Role::Consumer(consumer) = &mut self.role else {
+            return;
+        };
         let (due, later): (Vec<Held>, Vec<Held>) = consumer
             .held
             .drain(..)
@@ -476,6 +505,14 @@ impl SimClient {
         for held in due {
             let (action, delay_ms) = match held.decision {
                 Decision::Ack => (SettleAction::Ack, 0),
+                Decision::ExtendThenAck { ack_after_ms } => {
+                    consumer.held.push(Held {
+                        decision: Decision::Ack,
+                        due_ms: now_ms + ack_after_ms,
+                        ..held
+                    });
+                    (SettleAction::Extend, 0)
+                }
                 Decision::Nack { delay_ms } => (SettleAction::Nack, delay_ms),
                 Decision::Reject => (SettleAction::Reject, 0),
                 Decision::Ignore => continue,
@@ -490,6 +527,7 @@ impl SimClient {
             let name = match action {
                 SettleAction::Ack => "ack",
                 SettleAction::Nack => "nack",
+                SettleAction::Extend => "extend",
                 _ => "reject",
             };
             let op = context.history.invoke(
@@ -541,7 +579,7 @@ impl SimClient {
                 Pending::Publish { op, .. } | Pending::Settle { op } => {
                     context.history.end(op, OpStatus::Unknown)
                 }
-                Pending::Declare(_) | Pending::Subscribe => {}
+                Pending::Declare(_) | Pending::Subscribe | Pending::Fetch => {}
             }
         }
         match &mut self.role {
@@ -549,6 +587,7 @@ impl SimClient {
             Role::Consumer(consumer) => {
                 consumer.subscription = None;
                 consumer.subscribing = false;
+                consumer.fetching = false;
                 consumer.held.clear();
             }
             Role::Setup { .. } => {}
@@ -559,6 +598,12 @@ impl SimClient {
     pub fn on_frame(&mut self, context: &mut Context<'_>, frame: ServerFrame) -> Actions {
         let actions = Actions::default();
         if let Some(server_frame::Body::Deliveries(deliveries)) = frame.body {
+            if self.pending.remove(&frame.request_id).is_some() {
+                // The answer to a fetch (possibly empty, after its wait).
+                if let Role::Consumer(consumer) = &mut self.role {
+                    consumer.fetching = false;
+                }
+            }
             let Role::Consumer(consumer) = &mut self.role else {
                 return actions;
             };
@@ -647,6 +692,7 @@ impl SimClient {
                     _ => context.history.end(op, OpStatus::Unknown),
                 }
             }
+            (Pending::Fetch, Role::Consumer(consumer)) => consumer.fetching = false,
             (Pending::Subscribe, Role::Consumer(consumer)) => {
                 consumer.subscribing = false;
                 if let Some(server_frame::Body::SubscribeOk(ok)) = body {
@@ -674,7 +720,10 @@ fn decide(context: &mut Context<'_>, may_reject: bool) -> Decision {
         return Decision::Ack;
     }
     match context.rng.below(100) {
-        0..=71 => Decision::Ack,
+        0..=67 => Decision::Ack,
+        68..=71 => Decision::ExtendThenAck {
+            ack_after_ms: between(context.rng, 500, 2_500),
+        },
         72..=81 => Decision::Nack {
             delay_ms: between(context.rng, 0, 300),
         },
