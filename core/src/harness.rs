@@ -93,21 +93,37 @@ impl Harness {
     /// Completes every requested sync.
     pub fn complete_syncs(&mut self) {
         while let Some(log) = self.pending_syncs.pop_front() {
-            let Some(memory) = self.logs.get_mut(&log) else {
-                continue;
-            };
-            memory.synced = memory.records.len();
-            let Some(last) = memory.records.last() else {
-                continue;
-            };
-            let through = last.index;
-            self.node.handle(
-                self.now,
-                Input::StorageDone(StorageDone::Synced { log, through }),
-            );
-            while let Some(command) = self.node.poll_command() {
-                self.execute(command);
-            }
+            self.complete_sync(log);
+        }
+    }
+
+    /// Completes the syncs requested so far of `logs` only; the others stay pending.
+    pub fn complete_syncs_of(&mut self, logs: &[LogId]) {
+        let (now, later) = self
+            .pending_syncs
+            .drain(..)
+            .partition(|log| logs.contains(log));
+        self.pending_syncs = later;
+        for log in now {
+            self.complete_sync(log);
+        }
+    }
+
+    fn complete_sync(&mut self, log: LogId) {
+        let Some(memory) = self.logs.get_mut(&log) else {
+            return;
+        };
+        memory.synced = memory.records.len();
+        let Some(last) = memory.records.last() else {
+            return;
+        };
+        let through = last.index;
+        self.node.handle(
+            self.now,
+            Input::StorageDone(StorageDone::Synced { log, through }),
+        );
+        while let Some(command) = self.node.poll_command() {
+            self.execute(command);
         }
     }
 

@@ -19,6 +19,7 @@ mod admin;
 mod consume;
 mod idempotency;
 mod invariants;
+mod moved_dead_letters;
 mod persistence;
 mod publish;
 mod recovery;
@@ -38,7 +39,8 @@ use crate::time::{Instant, Millis, Now};
 use crate::timer::{Timer, TimerTable};
 
 pub use publish::{
-    HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE, HEADER_DEAD_LETTER_SOURCE,
+    HEADER_DEAD_LETTER_PUBLISHED_AT, HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE,
+    HEADER_DEAD_LETTER_SOURCE, HEADER_DEAD_LETTER_SUBSCRIPTION,
 };
 pub use recovery::RecoveryError;
 

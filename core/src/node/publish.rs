@@ -25,6 +25,11 @@ pub const HEADER_DEAD_LETTER_REASON: &str = "krest-dead-letter-reason";
 pub const HEADER_DEAD_LETTER_SOURCE: &str = "krest-dead-letter-source";
 /// Header with the dead letter's sequence in its source queue.
 pub const HEADER_DEAD_LETTER_SEQUENCE: &str = "krest-dead-letter-sequence";
+/// Header with the subscription (group) that gave the dead letter up.
+pub const HEADER_DEAD_LETTER_SUBSCRIPTION: &str = "krest-dead-letter-subscription";
+/// Header with the source message's publish time (Unix milliseconds): with the source and its
+/// sequence, it tells the very message apart from one of a queue re-created under that name.
+pub const HEADER_DEAD_LETTER_PUBLISHED_AT: &str = "krest-dead-letter-published-at";
 /// Header with how many deliveries the dead letter had.
 pub const HEADER_DELIVERY_COUNT: &str = "krest-delivery-count";
 
@@ -296,6 +301,11 @@ impl Node {
             ..Default::default()
         };
         let subscription = dead_letter.subscription;
+        let subscription_name = source_queue
+            .subscriptions
+            .get(&subscription)
+            .map(|subscription| subscription.name.clone())
+            .unwrap_or_default();
         let sequence = dead_letter.message.sequence;
         let target = match self.declare_queue(&target_name, &settings, Some(kind), false) {
             Ok((target, _)) => target,
@@ -309,6 +319,11 @@ impl Node {
             (HEADER_DEAD_LETTER_REASON, dead_letter.reason.to_string()),
             (HEADER_DEAD_LETTER_SOURCE, source_name),
             (HEADER_DEAD_LETTER_SEQUENCE, sequence.0.to_string()),
+            (HEADER_DEAD_LETTER_SUBSCRIPTION, subscription_name),
+            (
+                HEADER_DEAD_LETTER_PUBLISHED_AT,
+                dead_letter.message.published_at.0.to_string(),
+            ),
             (
                 HEADER_DELIVERY_COUNT,
                 dead_letter.delivery_count.to_string(),

@@ -10,6 +10,7 @@ use krest_proto::storage::{metadata_record, queue_record, MetadataRecord, QueueR
 use prost::Message as _;
 
 use super::idempotency::Stored;
+use super::moved_dead_letters::DeadLetterCopy;
 use super::persistence::LogState;
 use super::Node;
 use crate::ids::{LogIndex, ProducerId, QueueId, Sequence, SubscriptionId};
@@ -55,10 +56,12 @@ impl Node {
             }
             None => self.create_log(LogId::Metadata),
         }
+        let mut dead_letter_copies = Vec::new();
         for (id, declaration) in declared {
             let records = logs.remove(&LogId::Queue(id));
-            self.recover_queue(id, declaration, records.as_deref())?;
+            self.recover_queue(id, declaration, records.as_deref(), &mut dead_letter_copies)?;
         }
+        self.settle_moved_dead_letters(dead_letter_copies);
         for orphan in logs.into_keys() {
             // A log whose queue was deleted (the delete was logged, the files were not removed).
             self.commands
@@ -136,6 +139,7 @@ impl Node {
         id: QueueId,
         declaration: DeclaredQueue,
         records: Option<&[LogRecord]>,
+        dead_letter_copies: &mut Vec<DeadLetterCopy>,
     ) -> Result<(), RecoveryError> {
         let log = LogId::Queue(id);
         let mut queue = Queue::new(id, declaration.name.clone(), declaration.settings);
@@ -174,6 +178,10 @@ impl Node {
                             },
                         );
                     }
+                    dead_letter_copies.extend(DeadLetterCopy::from_stored(
+                        &stored.headers,
+                        &stored.payload,
+                    ));
                     let message = Message {
                         sequence: Sequence(stored.sequence),
                         payload: stored.payload,

@@ -13,7 +13,8 @@ use krest_proto::client::{server_frame, Header, RedriveOk};
 
 use super::persistence::WaiterAction;
 use super::publish::{
-    Accepted, HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE, HEADER_DEAD_LETTER_SOURCE,
+    Accepted, HEADER_DEAD_LETTER_PUBLISHED_AT, HEADER_DEAD_LETTER_REASON,
+    HEADER_DEAD_LETTER_SEQUENCE, HEADER_DEAD_LETTER_SOURCE, HEADER_DEAD_LETTER_SUBSCRIPTION,
     HEADER_DELIVERY_COUNT,
 };
 use super::session::RequestError;
@@ -190,6 +191,8 @@ fn is_dead_letter_header(key: &str) -> bool {
         HEADER_DEAD_LETTER_REASON,
         HEADER_DEAD_LETTER_SOURCE,
         HEADER_DEAD_LETTER_SEQUENCE,
+        HEADER_DEAD_LETTER_SUBSCRIPTION,
+        HEADER_DEAD_LETTER_PUBLISHED_AT,
         HEADER_DELIVERY_COUNT,
     ]
     .contains(&key)

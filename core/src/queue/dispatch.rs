@@ -12,7 +12,7 @@ use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
 use crate::planted::{self, PlantedBug};
 use crate::queue::subscription::{AckMode, ConsumerState, InFlight, Subscription};
-use crate::time::{Instant, Millis, Now};
+use crate::time::{Instant, Millis, Now, UnixMillis};
 use crate::timer::Timer;
 
 /// What a consumer asks to do with delivery tags.
@@ -426,6 +426,39 @@ impl Queue {
             .messages
             .get_mut(&sequence)
             .expect("in-flight messages are stored");
+        if record_ack(subscription, message, effects) {
+            self.remove_message(sequence, RemoveReason::DeadLettered, effects);
+        }
+    }
+
+    /// At recovery: subscription `subscription_name` had moved message `sequence` to its
+    /// dead-letter queue (the copy is durable) when a crash lost the record of it. Done with it,
+    /// if this is that very message and the subscription still needs it.
+    pub fn settle_moved_dead_letter(
+        &mut self,
+        subscription_name: &str,
+        sequence: Sequence,
+        published_at: UnixMillis,
+        payload: &bytes::Bytes,
+        effects: &mut Effects,
+    ) {
+        let Some(id) = self.subscription_names.get(subscription_name).copied() else {
+            return;
+        };
+        let Some(message) = self.messages.get_mut(&sequence) else {
+            return;
+        };
+        if message.published_at != published_at || message.payload != *payload {
+            return;
+        }
+        let subscription = self.subscriptions.get_mut(&id).expect("named");
+        let undelivered = message
+            .order_key
+            .is_none_or(|key| key > subscription.cursor);
+        if !undelivered || !subscription.needs(sequence, message.order_key) {
+            return;
+        }
+        subscription.skip.insert(sequence);
         if record_ack(subscription, message, effects) {
             self.remove_message(sequence, RemoveReason::DeadLettered, effects);
         }
