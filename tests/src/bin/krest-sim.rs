@@ -3,7 +3,8 @@
 //! ```text
 //! krest-sim --seed 42            replay one seed, printing what happened
 //! krest-sim --seeds 0..500       run a range of seeds
-//! krest-sim --minutes 3          run random seeds for three minutes
+//! krest-sim --minutes 3          run random seeds for three minutes (--jobs N threads; one
+//!                                per core by default)
 //! krest-sim --regressions FILE   run every seed listed in FILE (one per line, # comments)
 //! krest-sim --planted-bugs       run each planted bug until a checker catches it (needs the
 //!                                planted-bugs feature); prints "caught X/Y"
@@ -12,9 +13,11 @@
 //! A failing seed prints its violations and the one command that replays it; the exit status
 //! is then 1. With `KREST_SIM_DEBUG=1` in the environment, every event is printed to stderr.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
@@ -49,6 +52,14 @@ struct Arguments {
     /// Simulated seconds of chaos per seed.
     #[arg(long, default_value_t = 20)]
     chaos_seconds: u64,
+    /// Threads running seeds side by side (--seeds, --minutes, --regressions).
+    #[arg(long, default_value_t = default_jobs())]
+    jobs: usize,
+}
+
+/// One thread per core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
@@ -144,46 +155,73 @@ fn read_regressions(path: &PathBuf) -> anyhow::Result<Vec<u64>> {
     Ok(seeds)
 }
 
-/// Runs seeds until they run out or `budget` passes; prints one line per failure and a summary.
+/// What a batch of seeds added up to.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    failed: u64,
+    events: u64,
+    corrupt: u64,
+    faults: BTreeMap<&'static str, u64>,
+}
+
+/// Runs seeds on `jobs` threads until they run out or `budget` passes; prints one line per
+/// failure (as found) and a summary. Each run is independent (its own disk, node and clients),
+/// so threads only share the seed source and the tally.
 fn run_many(
-    seeds: impl Iterator<Item = u64>,
+    seeds: impl Iterator<Item = u64> + Send,
     budget: Option<Duration>,
-    options: &dyn Fn(u64) -> Options,
+    options: &(dyn Fn(u64) -> Options + Sync),
     arguments: &Arguments,
 ) -> bool {
     let started = Instant::now();
-    let (mut runs, mut failed, mut events, mut corrupt) = (0u64, 0u64, 0u64, 0u64);
-    let mut faults = std::collections::BTreeMap::<&'static str, u64>::new();
-    for seed in seeds {
+    let seeds = Mutex::new(seeds);
+    let tally = Mutex::new(Tally::default());
+    let worker = || loop {
         if budget.is_some_and(|budget| started.elapsed() >= budget) {
-            break;
+            return;
         }
+        let Some(seed) = seeds.lock().expect("no panics hold it").next() else {
+            return;
+        };
         let report = sim::run(options(seed));
-        runs += 1;
-        events += report.events;
+        let mut tally = tally.lock().expect("no panics hold it");
+        tally.runs += 1;
+        tally.events += report.events;
         for (fault, count) in &report.faults {
-            *faults.entry(fault).or_default() += count;
+            *tally.faults.entry(fault).or_default() += count;
         }
         if matches!(report.ending, Ending::CorruptionDetected(_)) {
-            corrupt += 1;
+            tally.corrupt += 1;
         }
         if !report.passed() {
-            failed += 1;
+            tally.failed += 1;
             print_failure(&report, arguments);
         }
-    }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..arguments.jobs.max(1) {
+            scope.spawn(worker);
+        }
+    });
+    let tally = tally.into_inner().expect("no panics hold it");
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "{runs} seeds, {failed} failed; {:.0} seeds/minute, {:.0} events/second; {corrupt} ended at detected corruption",
-        runs as f64 * 60.0 / seconds,
-        events as f64 / seconds
+        "{} seeds, {} failed; {:.0} seeds/minute, {:.0} events/second on {} threads; {} ended at detected corruption",
+        tally.runs,
+        tally.failed,
+        tally.runs as f64 * 60.0 / seconds,
+        tally.events as f64 / seconds,
+        arguments.jobs.max(1),
+        tally.corrupt
     );
-    let fired: Vec<String> = faults
+    let fired: Vec<String> = tally
+        .faults
         .iter()
         .map(|(fault, count)| format!("{fault} {count}"))
         .collect();
     println!("faults fired: {}", fired.join(", "));
-    failed == 0
+    tally.failed == 0
 }
 
 fn print_failure(report: &Report, arguments: &Arguments) {

@@ -27,6 +27,7 @@ mod workload;
 
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use krest_core::ids::ConnId;
@@ -193,7 +194,8 @@ struct Simulation {
     history: History,
     checker: Checker,
     faults: BTreeMap<&'static str, u64>,
-    bits_flipped: u64,
+    /// Files with a flipped bit (each flip lands in one), by node.
+    flipped_files: Vec<(usize, PathBuf)>,
     ending: Option<Ending>,
 }
 
@@ -247,7 +249,7 @@ impl Simulation {
             history: History::default(),
             checker: Checker::new(models),
             faults: BTreeMap::new(),
-            bits_flipped: 0,
+            flipped_files: Vec::new(),
             ending: None,
         }
     }

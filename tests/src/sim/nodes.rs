@@ -18,14 +18,16 @@ impl Simulation {
         match self.nodes[node].start(self.now_ms, &mut self.streams.clocks) {
             Ok(()) => self.count("node-started"),
             Err(StartFailure::Corrupt(reason)) => {
-                if self.bits_flipped > 0 {
+                // Designed, when it names a file whose bit the simulator flipped.
+                let flipped = self.flipped_files.iter().any(|(flipped_node, path)| {
+                    *flipped_node == node && reason.contains(&*path.to_string_lossy())
+                });
+                if flipped {
                     self.ending = Some(Ending::CorruptionDetected(reason));
                 } else {
                     self.checker.violations.push(Violation {
                         at_ms: self.now_ms,
-                        text: format!(
-                            "recovery refused the data although no bit was flipped: {reason}"
-                        ),
+                        text: format!("recovery refused data where no bit was flipped: {reason}"),
                     });
                     self.ending = Some(Ending::Drained);
                 }
@@ -143,7 +145,7 @@ impl Simulation {
                 ..FaultPlan::default()
             }),
             Fault::DiskFull => {
-                let room = between(&mut self.streams.faults, 0, 16_384);
+                let room = between(&mut self.streams.faults, 0, 2_048);
                 self.nodes[node].disk.set_fault_plan(FaultPlan {
                     disk_bytes_max: Some(self.nodes[node].disk.used_bytes() + room),
                     ..self.nodes[node].disk.fault_plan()
@@ -186,8 +188,8 @@ impl Simulation {
         let flipped = self.nodes[node]
             .disk
             .flip_random_bit_in(&mut self.streams.disk, |path| eligible.contains(path));
-        if flipped.is_some() {
-            self.bits_flipped += 1;
+        if let Some(flipped) = flipped {
+            self.flipped_files.push((node, flipped.path));
         }
     }
 
