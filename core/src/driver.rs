@@ -23,6 +23,12 @@ use crate::config::Limits;
 use crate::ids::{AdminRequestId, ConnId};
 use crate::{AdminHttpRequest, Command, Input, Instant, Node, Now, StorageDone, StorageRequest};
 
+/// Most events an event loop feeds the driver per wake-up (those already queued) before it
+/// hands the gathered storage requests to its storage worker: one hand-off per burst of frames
+/// instead of one per frame. Bounded so that a flood can neither starve completions and timers
+/// nor hold the first frame's storage work back for long (64 frames take ~0.1 ms of core time).
+pub const EVENTS_PER_WAKE_MAX: usize = 64;
+
 /// What the event loop tells one connection task, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {

@@ -106,6 +106,9 @@ async fn serve(
     let mut batch = WriteBatch::default();
     let idle_timeout = inbound.idle_timeout();
     let mut idle_deadline = Instant::now() + idle_timeout;
+    // One timer for the connection's life, moved only when it fires early: activity just moves
+    // `idle_deadline` (registering a timer with the reactor on every read costs a wake-up).
+    let mut idle_timer = Timer::at(idle_deadline);
     let mut reading = true;
     loop {
         let may_read = reading && !inbound.failed();
@@ -120,7 +123,7 @@ async fn serve(
             .or(async {
                 match may_read {
                     true => {
-                        Timer::at(idle_deadline).await;
+                        (&mut idle_timer).await;
                         Wake::Idle
                     }
                     false => future::pending().await,
@@ -165,6 +168,7 @@ async fn serve(
                     }
                 }
             }
+            Wake::Idle if Instant::now() < idle_deadline => idle_timer.set_at(idle_deadline),
             Wake::Idle => {
                 let _ = events.send(Event::Input(inbound.on_idle())).await;
             }

@@ -97,10 +97,21 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
     storage.submit(driver.take_storage_requests());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut events_open = true;
+    // One timer, moved only when the core's deadline changes: creating one per wake-up
+    // registered (and removed) it with the reactor for every event.
+    let mut timer = Timer::never();
+    let mut timer_deadline: Option<Instant> = None;
     loop {
         let deadline = driver
             .poll_timeout()
             .map(|deadline| clock.deadline(deadline));
+        if deadline != timer_deadline {
+            match deadline {
+                Some(deadline) => timer.set_at(deadline),
+                None => timer = Timer::never(),
+            }
+            timer_deadline = deadline;
+        }
         let shutting_down = accepting.is_none();
         let wake = async { Wake::Storage(storage.completions().await) }
             .or(async {
@@ -111,8 +122,8 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
             })
             .or(async {
                 match deadline {
-                    Some(deadline) => {
-                        Timer::at(deadline).await;
+                    Some(_) => {
+                        (&mut timer).await;
                         Wake::Timer
                     }
                     None => future::pending().await,
@@ -131,9 +142,25 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
         match wake {
             Wake::Storage(Completions::Done(done)) => driver.on_storage_done(clock.now(), done),
             Wake::Storage(Completions::Stopped) => break,
-            Wake::Event(Some(event)) => driver.on_event(clock.now(), event),
+            Wake::Event(Some(event)) => {
+                let now = clock.now();
+                driver.on_event(now, event);
+                // Feed what else is queued before handing storage its work: one hand-off (one
+                // wake-up of the storage thread, one batch) per burst, not per frame.
+                for _ in 1..driver::EVENTS_PER_WAKE_MAX {
+                    let Ok(event) = receiver.try_recv() else {
+                        break;
+                    };
+                    driver.on_event(now, event);
+                }
+            }
             Wake::Event(None) => events_open = false,
-            Wake::Timer => driver.on_timer(clock.now()),
+            Wake::Timer => {
+                // A fired timer does not fire again: the next deadline, even the same one,
+                // needs a fresh `set_at`.
+                timer_deadline = None;
+                driver.on_timer(clock.now());
+            }
             Wake::Shutdown => {
                 tracing::info!("shutting down: no new connections; finishing storage work");
                 // Dropping the accept tasks cancels them.

@@ -80,6 +80,10 @@ async fn serve(
     let mut batch = WriteBatch::default();
     let idle_timeout = inbound.idle_timeout();
     let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
+    // One timer for the connection's life, moved only when it fires early: activity just moves
+    // `idle_deadline` (a new timer per read would be registered and removed every time).
+    let idle_timer = tokio::time::sleep_until(idle_deadline);
+    tokio::pin!(idle_timer);
     let mut reading = true;
     loop {
         tokio::select! {
@@ -122,7 +126,13 @@ async fn serve(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(idle_deadline), if reading && !inbound.failed() => {
+            _ = &mut idle_timer, if reading && !inbound.failed() => {
+                if tokio::time::Instant::now() < idle_deadline {
+                    idle_timer.as_mut().reset(idle_deadline);
+                    continue;
+                }
+                // Once: the core answers with a close. Until then the timer waits a full period.
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 let _ = events.send(Event::Input(inbound.on_idle())).await;
             }
         }

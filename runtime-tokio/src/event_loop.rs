@@ -75,20 +75,45 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut shutting_down = false;
     let mut events_open = true;
+    // One timer, moved only when the core's deadline changes (not a new one per wake-up).
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut timer_deadline: Option<tokio::time::Instant> = None;
     loop {
         let deadline = driver
             .poll_timeout()
             .map(|deadline| tokio::time::Instant::from_std(clock.deadline(deadline)));
+        if let Some(deadline) = deadline {
+            if timer_deadline != Some(deadline) {
+                timer.as_mut().reset(deadline);
+            }
+        }
+        timer_deadline = deadline;
         tokio::select! {
             completions = storage.completions() => match completions {
                 Completions::Done(done) => driver.on_storage_done(clock.now(), done),
                 Completions::Stopped => break,
             },
             event = receiver.recv(), if events_open => match event {
-                Some(event) => driver.on_event(clock.now(), event),
+                Some(event) => {
+                    let now = clock.now();
+                    driver.on_event(now, event);
+                    // Feed what else is queued before handing storage its work: one hand-off
+                    // (one wake-up of the storage thread, one batch) per burst, not per frame.
+                    for _ in 1..driver::EVENTS_PER_WAKE_MAX {
+                        let Ok(event) = receiver.try_recv() else {
+                            break;
+                        };
+                        driver.on_event(now, event);
+                    }
+                }
                 None => events_open = false,
             },
-            _ = sleep_until(deadline), if deadline.is_some() => driver.on_timer(clock.now()),
+            _ = &mut timer, if deadline.is_some() => {
+                // An elapsed timer stays ready: make the next deadline reset it, even if equal.
+                timer_deadline = None;
+                driver.on_timer(clock.now());
+            }
             _ = &mut shutdown, if !shutting_down => {
                 tracing::info!("shutting down: no new connections; finishing storage work");
                 shutting_down = true;
@@ -114,11 +139,4 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("stopped");
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }

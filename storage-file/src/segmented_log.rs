@@ -139,31 +139,80 @@ impl<F: FileSystem> SegmentedLog<F> {
     /// [`SegmentedLog::sync`]. `index` must be `last_index() + 1`; when the log is empty any
     /// index is accepted and becomes the first index.
     pub fn append(&mut self, term: u64, index: u64, body: &[u8]) -> Result<(), StorageError> {
+        self.append_many([(term, index, body)])
+    }
+
+    /// Writes consecutive records as [`SegmentedLog::append`] does, but gathers them into as few
+    /// writes as possible: one per segment they land in (and per [`WRITE_BUFFER_RETAINED_BYTES`]
+    /// of records), instead of one per record. A record is accounted for only once the write
+    /// holding it succeeded; on an error, the records before the failed write are in the log
+    /// and none after.
+    pub fn append_many<'body>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, u64, &'body [u8])>,
+    ) -> Result<(), StorageError> {
         self.check_usable()?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(StorageError::BodyTooLarge {
-                path: self.directory.clone(),
-                body_bytes: body.len(),
-            });
-        }
-        if let Some(last_index) = self.last_index() {
-            assert!(last_index < u64::MAX, "the log's index space is exhausted");
-            if index != last_index + 1 {
-                return Err(StorageError::OutOfOrder {
+        self.write_buffer.clear();
+        // Sizes of the records encoded in `write_buffer`, not yet written.
+        let mut pending: Vec<u64> = Vec::new();
+        let mut last_index = self.last_index();
+        for (term, index, body) in records {
+            if body.len() > MAX_BODY_BYTES {
+                self.write_pending(&mut pending)?;
+                return Err(StorageError::BodyTooLarge {
                     path: self.directory.clone(),
-                    expected_index: last_index + 1,
-                    got_index: index,
+                    body_bytes: body.len(),
                 });
             }
+            if let Some(last_index) = last_index {
+                assert!(last_index < u64::MAX, "the log's index space is exhausted");
+                if index != last_index + 1 {
+                    self.write_pending(&mut pending)?;
+                    return Err(StorageError::OutOfOrder {
+                        path: self.directory.clone(),
+                        expected_index: last_index + 1,
+                        got_index: index,
+                    });
+                }
+            }
+            let record_bytes = (HEADER_BYTES + body.len()) as u64;
+            let active_bytes = self.segments.last().map_or(0, |active| active.size_bytes);
+            let pending_bytes = self.write_buffer.len() as u64;
+            let fits = active_bytes + pending_bytes + record_bytes <= self.config.segment_bytes;
+            if !pending.is_empty()
+                && (!fits || self.write_buffer.len() >= WRITE_BUFFER_RETAINED_BYTES)
+            {
+                self.write_pending(&mut pending)?;
+            }
+            if pending.is_empty() {
+                // The first record of a write: the active segment may have to change for it.
+                self.prepare_active_segment(index, record_bytes)?;
+            }
+            encode(&mut self.write_buffer, term, index, body);
+            pending.push(record_bytes);
+            last_index = Some(index);
         }
-        let record_bytes = (HEADER_BYTES + body.len()) as u64;
-        self.prepare_active_segment(index, record_bytes)?;
-        self.write_buffer.clear();
-        encode(&mut self.write_buffer, term, index, body);
-        self.write_buffer_to_active_segment()?;
+        self.write_pending(&mut pending)?;
         self.write_buffer.shrink_to(WRITE_BUFFER_RETAINED_BYTES);
-        let active = self.segments.last_mut().expect("prepared above");
-        active.push_record(record_bytes);
+        Ok(())
+    }
+
+    /// Writes the records encoded in `write_buffer` (of the sizes in `pending`) to the active
+    /// segment in one write, and accounts for them.
+    fn write_pending(&mut self, pending: &mut Vec<u64>) -> Result<(), StorageError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_buffer_to_active_segment();
+        self.write_buffer.clear();
+        result?;
+        let active = self
+            .segments
+            .last_mut()
+            .expect("prepared for the first record");
+        for record_bytes in pending.drain(..) {
+            active.push_record(record_bytes);
+        }
         self.active_needs_sync = true;
         Ok(())
     }
@@ -414,7 +463,7 @@ impl<F: FileSystem> SegmentedLog<F> {
         self.fail_on_error(result, "fsync the directory")
     }
 
-    /// Writes the encoded record in `write_buffer` to the end of the active segment with one
+    /// Writes the encoded records in `write_buffer` to the end of the active segment with one
     /// `write_all`. On failure the file is cut back, so the next append does not land after half
     /// a record; if even that fails, the log becomes unusable.
     fn write_buffer_to_active_segment(&mut self) -> Result<(), StorageError> {

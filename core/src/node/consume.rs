@@ -1,7 +1,5 @@
 //! Consuming: subscribe, unsubscribe, fetch, settle, credit; turning deliveries into frames.
 
-use std::collections::BTreeMap;
-
 use krest_proto::client::{
     self as wire, server_frame, Deliveries, Done, ErrorCode, Fetch, Settle, SubscribeOk,
     SubscriptionEnded,
@@ -12,7 +10,7 @@ use super::Node;
 use crate::ids::{ConnId, ConsumerId, QueueId};
 use crate::io::LogId;
 use crate::queue::dispatch::SettleAction;
-use crate::queue::{AckMode, ConsumerState, Effects, QueueKind};
+use crate::queue::{AckMode, ConsumerState, QueueKind};
 use crate::time::Millis;
 use crate::timer::Timer;
 
@@ -443,10 +441,10 @@ impl Node {
     /// Delivers what can be delivered on one queue now.
     pub(super) fn dispatch_queue(&mut self, queue: QueueId) {
         let now = self.now;
+        let mut effects = self.take_effects();
         let Some(queue_state) = self.queues.get_mut(&queue) else {
             return;
         };
-        let mut effects = Effects::default();
         queue_state.dispatch(now, &mut effects);
         self.rearm_delay_timer(queue);
         self.apply_effects(queue, effects);
@@ -475,21 +473,29 @@ impl Node {
     pub(super) fn hand_out_deliveries(
         &mut self,
         queue: QueueId,
-        deliveries: Vec<(ConsumerId, wire::Delivery)>,
+        deliveries: &mut Vec<(ConsumerId, wire::Delivery)>,
     ) {
         if deliveries.is_empty() {
             return;
         }
-        let mut batches: BTreeMap<ConsumerId, Vec<wire::Delivery>> = BTreeMap::new();
-        for (consumer, delivery) in deliveries {
-            batches.entry(consumer).or_default().push(delivery);
+        // By consumer, each consumer's deliveries in the order they were made (a stable sort,
+        // skipped in the usual case of one consumer or deliveries already in consumer order).
+        if !deliveries.is_sorted_by_key(|(consumer, _)| *consumer) {
+            deliveries.sort_by_key(|(consumer, _)| *consumer);
         }
         let queue_name = self
             .queues
             .get(&queue)
             .map(|queue| queue.name.clone())
             .unwrap_or_default();
-        for (consumer, batch) in batches {
+        let mut deliveries = deliveries.drain(..).peekable();
+        while let Some((consumer, first)) = deliveries.next() {
+            // Room for everything left: exact in the usual case of a single consumer.
+            let mut batch = Vec::with_capacity(1 + deliveries.len());
+            batch.push(first);
+            while let Some((_, delivery)) = deliveries.next_if(|(next, _)| *next == consumer) {
+                batch.push(delivery);
+            }
             let Some(record) = self.consumers.get_mut(&consumer) else {
                 continue;
             };
@@ -500,6 +506,16 @@ impl Node {
             }
             let conn = record.conn;
             let max_frame_bytes = self.config.limits.max_frame_bytes;
+            if deliveries_frame_bytes(consumer, &queue_name, &batch) <= max_frame_bytes as usize {
+                // The usual case: one frame.
+                let body = Deliveries {
+                    subscription_id: consumer.0,
+                    queue: queue_name.clone(),
+                    deliveries: batch,
+                };
+                self.reply(conn, 0, server_frame::Body::Deliveries(body));
+                continue;
+            }
             for deliveries in frames_within_limit(consumer, &queue_name, batch, max_frame_bytes) {
                 let body = Deliveries {
                     subscription_id: consumer.0,
@@ -512,6 +528,40 @@ impl Node {
     }
 }
 
+/// The bytes of `Deliveries` frame holding `deliveries` at most (its length prefix counted as
+/// the longest one), computed without building it.
+fn deliveries_frame_bytes(
+    consumer: ConsumerId,
+    queue_name: &str,
+    deliveries: &[wire::Delivery],
+) -> usize {
+    deliveries_envelope_bytes(consumer, queue_name)
+        + deliveries
+            .iter()
+            .map(|delivery| prost::encoding::message::encoded_len(3, delivery))
+            .sum::<usize>()
+}
+
+/// The bytes of an empty `Deliveries` frame: the server frame's field tag and the longest
+/// length prefix of its body included.
+fn deliveries_envelope_bytes(consumer: ConsumerId, queue_name: &str) -> usize {
+    use prost::Message as _;
+    let without_name = Deliveries {
+        subscription_id: consumer.0,
+        queue: String::new(),
+        deliveries: Vec::new(),
+    };
+    let name_bytes = match queue_name.len() {
+        0 => 0,
+        length => {
+            prost::encoding::key_len(2)
+                + prost::encoding::encoded_len_varint(length as u64)
+                + length
+        }
+    };
+    without_name.encoded_len() + name_bytes + 1 + 5
+}
+
 /// Cuts one consumer's push deliveries into batches whose `Deliveries` frames stay within
 /// `max_frame_bytes`, the limit the client was told in `HelloOk` (its decoder refuses anything
 /// larger). Each batch holds at least one delivery; one delivery always fits, as a message is
@@ -522,14 +572,7 @@ fn frames_within_limit(
     deliveries: Vec<wire::Delivery>,
     max_frame_bytes: u32,
 ) -> Vec<Vec<wire::Delivery>> {
-    use prost::Message as _;
-    let empty = Deliveries {
-        subscription_id: consumer.0,
-        queue: queue_name.to_string(),
-        deliveries: Vec::new(),
-    };
-    // The server frame's field tag and the longest length prefix of its body.
-    let envelope_bytes = empty.encoded_len() + 1 + 5;
+    let envelope_bytes = deliveries_envelope_bytes(consumer, queue_name);
     let mut frames = Vec::new();
     let mut current: Vec<wire::Delivery> = Vec::new();
     let mut current_bytes = envelope_bytes;

@@ -62,11 +62,20 @@ impl Idempotency {
             }
         }
         let window = self.producers.entry(producer).or_default();
-        if window.last_used != 0 {
-            self.by_use.remove(&window.last_used);
+        // The producer that published last is usually the one publishing now: it is already
+        // the most recently used, and its place in the eviction order stays as it is.
+        let most_recent = window.last_used != 0
+            && self
+                .by_use
+                .last_key_value()
+                .is_some_and(|(_, last)| *last == producer);
+        if !most_recent {
+            if window.last_used != 0 {
+                self.by_use.remove(&window.last_used);
+            }
+            window.last_used = clock;
+            self.by_use.insert(clock, producer);
         }
-        window.last_used = clock;
-        self.by_use.insert(clock, producer);
         window.entries.insert(producer_sequence, stored);
         while window.entries.len() > self.window {
             window.entries.pop_first();
@@ -122,5 +131,26 @@ mod tests {
         assert!(table.lookup(ProducerId(2), 1).is_none());
         assert!(table.lookup(ProducerId(1), 2).is_some());
         assert!(table.lookup(ProducerId(3), 1).is_some());
+    }
+
+    // Publishing again while already the most recent producer keeps that place: the one used
+    // before it is still the first forgotten.
+    #[test]
+    fn a_producer_publishing_in_a_row_stays_the_most_recent() {
+        let mut table = Idempotency::new(10, 2);
+        table.record(ProducerId(1), 1, stored(1));
+        table.record(ProducerId(2), 1, stored(2));
+        table.record(ProducerId(2), 2, stored(3));
+        table.record(ProducerId(2), 3, stored(4));
+        table.record(ProducerId(3), 1, stored(5));
+        assert!(table.lookup(ProducerId(1), 1).is_none());
+        assert!(table.lookup(ProducerId(2), 3).is_some());
+        table.record(ProducerId(2), 4, stored(6));
+        table.record(ProducerId(1), 2, stored(7));
+        assert!(
+            table.lookup(ProducerId(3), 1).is_none(),
+            "3 was the least recent"
+        );
+        assert!(table.lookup(ProducerId(2), 4).is_some());
     }
 }

@@ -90,6 +90,8 @@ pub struct Node {
     fenced: Option<String>,
     counters: NodeCounters,
     storage_metrics: storage_metrics::StorageMetrics,
+    /// Emptied effect vectors kept for the next queue operation (see `take_effects`).
+    spare_effects: crate::queue::Effects,
 }
 
 impl Node {
@@ -130,6 +132,7 @@ impl Node {
             fenced: None,
             counters: NodeCounters::default(),
             storage_metrics: storage_metrics::StorageMetrics::default(),
+            spare_effects: crate::queue::Effects::default(),
         };
         node.recover(recovered)?;
         node.timers
@@ -250,7 +253,7 @@ impl Node {
         queue: QueueId,
         operation: impl FnOnce(&mut Queue, &mut crate::queue::Effects),
     ) -> Option<crate::ids::LogIndex> {
-        let mut effects = crate::queue::Effects::default();
+        let mut effects = self.take_effects();
         let queue_state = self.queues.get_mut(&queue)?;
         operation(queue_state, &mut effects);
         self.dirty.insert(queue);

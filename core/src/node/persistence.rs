@@ -136,15 +136,19 @@ impl Node {
         // One registration per log, at the highest index needed there: a sync through it covers
         // the lower ones, and a need named twice (a redrive of two messages into one queue needs
         // its declaration twice) must not be counted twice, or the waiter would never run.
-        let mut unmet: BTreeMap<LogId, LogIndex> = BTreeMap::new();
+        // A handful of logs at most (a queue's and the metadata log), so a small vector
+        // searched linearly beats a map.
+        let mut unmet: Vec<(LogId, LogIndex)> = Vec::new();
         for (log, index) in needs {
             let behind = self
                 .logs
                 .get(log)
                 .is_some_and(|state| state.synced_index < *index);
             if behind {
-                let highest = unmet.entry(*log).or_insert(*index);
-                *highest = (*highest).max(*index);
+                match unmet.iter_mut().find(|(known, _)| known == log) {
+                    Some((_, highest)) => *highest = (*highest).max(*index),
+                    None => unmet.push((*log, *index)),
+                }
             }
         }
         if unmet.is_empty() {
@@ -342,19 +346,72 @@ impl Node {
 
     /// Turns a queue operation's effects into records, timers, deliveries and dead letters.
     /// Returns the last index appended to the queue's log.
-    pub(super) fn apply_effects(&mut self, queue: QueueId, effects: Effects) -> Option<LogIndex> {
-        for (deadline, timer) in effects.disarm {
+    /// The emptied vectors are kept for the next operation (see [`Node::take_effects`]).
+    pub(super) fn apply_effects(
+        &mut self,
+        queue: QueueId,
+        mut effects: Effects,
+    ) -> Option<LogIndex> {
+        for (deadline, timer) in effects.disarm.drain(..) {
             self.timers.disarm(deadline, timer);
         }
-        for (deadline, timer) in effects.arm {
+        for (deadline, timer) in effects.arm.drain(..) {
             self.timers.arm(deadline, timer);
         }
         let last_index = self.log_acks_and_removals(queue, &effects.acked, &effects.removed);
-        self.hand_out_deliveries(queue, effects.deliveries);
-        for dead_letter in effects.dead_letters {
+        self.hand_out_deliveries(queue, &mut effects.deliveries);
+        for dead_letter in std::mem::take(&mut effects.dead_letters) {
             self.dead_letter(queue, dead_letter);
         }
+        self.recycle_effects(effects);
         last_index
+    }
+
+    /// An empty [`Effects`] for a queue operation, with the capacity earlier operations left in
+    /// it: every input runs one or two queue operations, and fresh vectors for each would cost
+    /// several allocations per message.
+    pub(super) fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.spare_effects)
+    }
+
+    /// Keeps `effects`' vectors, emptied (and trimmed after a large burst), for the next
+    /// [`Node::take_effects`].
+    fn recycle_effects(&mut self, mut effects: Effects) {
+        /// Entries a kept vector may hold room for.
+        const KEPT_CAPACITY_MAX: usize = 1_024;
+        let Effects {
+            deliveries,
+            acked,
+            removed,
+            dead_letters,
+            arm,
+            disarm,
+        } = &mut effects;
+        deliveries.clear();
+        deliveries.shrink_to(KEPT_CAPACITY_MAX);
+        acked.clear();
+        acked.shrink_to(KEPT_CAPACITY_MAX);
+        removed.clear();
+        removed.shrink_to(KEPT_CAPACITY_MAX);
+        dead_letters.clear();
+        dead_letters.shrink_to(KEPT_CAPACITY_MAX);
+        arm.clear();
+        arm.shrink_to(KEPT_CAPACITY_MAX);
+        disarm.clear();
+        disarm.shrink_to(KEPT_CAPACITY_MAX);
+        // An operation that did not take the spare (it built its own) must not replace a spare
+        // with more room.
+        let room = |effects: &Effects| {
+            effects.deliveries.capacity()
+                + effects.acked.capacity()
+                + effects.removed.capacity()
+                + effects.dead_letters.capacity()
+                + effects.arm.capacity()
+                + effects.disarm.capacity()
+        };
+        if room(&effects) >= room(&self.spare_effects) {
+            self.spare_effects = effects;
+        }
     }
 
     fn log_acks_and_removals(
@@ -403,14 +460,19 @@ impl Node {
                 .push(sequence.0);
         }
         for (reason, sequences) in by_reason {
+            let removed = |sequences| QueueRecord {
+                body: Some(queue_record::Body::Removed(Removed {
+                    sequences,
+                    reason,
+                    next_sequence,
+                })),
+            };
+            if sequences.len() <= REMOVED_PER_RECORD {
+                bodies.push(removed(sequences));
+                continue;
+            }
             for chunk in sequences.chunks(REMOVED_PER_RECORD) {
-                bodies.push(QueueRecord {
-                    body: Some(queue_record::Body::Removed(Removed {
-                        sequences: chunk.to_vec(),
-                        reason,
-                        next_sequence,
-                    })),
-                });
+                bodies.push(removed(chunk.to_vec()));
             }
         }
         let log = LogId::Queue(queue);
@@ -427,37 +489,38 @@ impl Node {
         if self.fenced.is_some() {
             return;
         }
-        let logs: Vec<LogId> = self.logs.keys().copied().collect();
-        for log in logs {
+        // Runs at the end of every `handle`: no allocation here beyond the records' own.
+        let Node {
+            logs,
+            queues,
+            commands,
+            ..
+        } = self;
+        for (log, state) in logs.iter_mut() {
+            let log = *log;
             let first_needed = match log {
-                LogId::Queue(queue) => self.queues.get(&queue).map(|queue| {
+                LogId::Queue(queue) => queues.get(&queue).map(|queue| {
                     queue
                         .messages
                         .values()
                         .next()
                         .and_then(|message| message.log_index)
-                        .unwrap_or(self.logs[&log].next_index)
+                        .unwrap_or(state.next_index)
                 }),
                 LogId::Metadata => None,
             };
-            let state = self.logs.get_mut(&log).expect("listed");
             if !state.unsent.is_empty() {
                 let records = std::mem::take(&mut state.unsent);
-                self.commands
-                    .push_back(Command::Storage(StorageRequest::Append { log, records }));
-                self.commands
-                    .push_back(Command::Storage(StorageRequest::Sync { log }));
+                commands.push_back(Command::Storage(StorageRequest::Append { log, records }));
+                commands.push_back(Command::Storage(StorageRequest::Sync { log }));
             }
             if let Some(first_needed) = first_needed {
-                let state = self.logs.get_mut(&log).expect("listed");
                 if first_needed.0 > state.deleted_below.0 + 1024 {
                     state.deleted_below = first_needed;
-                    self.commands.push_back(Command::Storage(
-                        StorageRequest::DeleteSegmentsBelow {
-                            log,
-                            index: first_needed,
-                        },
-                    ));
+                    commands.push_back(Command::Storage(StorageRequest::DeleteSegmentsBelow {
+                        log,
+                        index: first_needed,
+                    }));
                 }
             }
         }

@@ -106,8 +106,14 @@ impl Queue {
 
     /// Delivers whatever can be delivered now, to every subscription's consumers.
     pub fn dispatch(&mut self, now: Now, effects: &mut Effects) {
-        let ids: Vec<SubscriptionId> = self.subscriptions.keys().copied().collect();
-        for id in ids {
+        // Walks the subscriptions by id without collecting them: this runs after every input.
+        let mut next_id = self.subscriptions.keys().next().copied();
+        while let Some(id) = next_id {
+            next_id = self
+                .subscriptions
+                .range((Bound::Excluded(id), Bound::Unbounded))
+                .next()
+                .map(|(id, _)| *id);
             let mut unneeded = Vec::new();
             loop {
                 let subscription = self.subscriptions.get_mut(&id).expect("listed above");

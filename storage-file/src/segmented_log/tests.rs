@@ -126,6 +126,58 @@ fn segments_roll_at_segment_bytes() {
     }
 }
 
+// One `append_many` lays records out exactly as one `append` per record does (the same
+// segment files, byte for byte, and the same records after a reopen), and a bad index stops
+// the batch there: what came before it is in the log, nothing after.
+#[test]
+fn append_many_matches_one_append_per_record() {
+    let one_by_one = TemporaryDirectory::new("append-one-by-one");
+    let batched = TemporaryDirectory::new("append-many");
+    let (mut single, _) = open(one_by_one.path(), THREE_RECORDS_BYTES);
+    let appended = append_all(&mut single, 1..=10, 10);
+    let (mut log, _) = open(batched.path(), THREE_RECORDS_BYTES);
+    log.append_many(
+        appended
+            .iter()
+            .map(|record| (record.term, record.index, &record.body[..])),
+    )
+    .expect("append_many");
+    assert_eq!(log.segment_count(), single.segment_count());
+    let contents = |directory: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        segment_files(directory)
+            .into_iter()
+            .map(|path| {
+                let bytes = fs::read(&path).expect("read");
+                (PathBuf::from(path.file_name().expect("a name")), bytes)
+            })
+            .collect()
+    };
+    assert_eq!(contents(batched.path()), contents(one_by_one.path()));
+    assert_eq!(log.sync().expect("sync"), Some(10));
+    drop(log);
+    let (mut log, recovered) = open(batched.path(), THREE_RECORDS_BYTES);
+    assert_eq!(recovered, appended);
+    let error = log
+        .append_many([
+            (1, 11, &b"eleven"[..]),
+            (1, 13, &b"a gap"[..]),
+            (1, 14, &b"after it"[..]),
+        ])
+        .expect_err("a gap");
+    assert!(
+        matches!(
+            error,
+            StorageError::OutOfOrder {
+                expected_index: 12,
+                got_index: 13,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(log.last_index(), Some(11));
+}
+
 // A record larger than segment_bytes gets a segment to itself, and the log moves on after it.
 #[test]
 fn oversized_record_gets_its_own_segment() {

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use krest_proto::client::OutgoingMessage;
 use tokio::time::Instant;
 
-use super::throughput::next;
+use super::throughput::{next, ACK_REQUESTS_IN_FLIGHT_MAX};
 use super::{micros_histogram, record_micros, BenchArgs, LatencyReport, Scenario, ScenarioReport};
 use crate::{Client, SubscribeOptions};
 
@@ -27,9 +27,15 @@ pub(super) async fn end_to_end(
     options.prefetch = args.window;
     let mut consumer = client.subscribe(options).await?;
     let origin = Instant::now();
+    let acks_in_flight_max = args.window as usize;
     let consuming = tokio::spawn(async move {
         let mut latency = micros_histogram()?;
         let mut received = 0;
+        // One ack per message, pipelined: the consumer takes the next delivery without waiting
+        // for the previous ack's durable answer (as an application that acks asynchronously
+        // does), so the measured rate is the broker's, not one fsync round trip per message.
+        let settler = consumer.settler();
+        let mut acks = tokio::task::JoinSet::new();
         while received < count {
             let delivery = next(&mut consumer, received, count).await?;
             let stamp = delivery
@@ -38,8 +44,20 @@ pub(super) async fn end_to_end(
                 .context("a payload without its stamp")?;
             let sent = Duration::from_nanos(u64::from_be_bytes(stamp.try_into()?));
             record_micros(&mut latency, origin.elapsed().saturating_sub(sent));
-            consumer.ack(&delivery).await?;
+            let settler = settler.clone();
+            acks.spawn(async move { settler.ack(&delivery).await });
+            while let Some(acked) = acks.try_join_next() {
+                acked.context("an ack task failed")??;
+            }
+            if acks.len() >= acks_in_flight_max {
+                if let Some(acked) = acks.join_next().await {
+                    acked.context("an ack task failed")??;
+                }
+            }
             received += 1;
+        }
+        while let Some(acked) = acks.join_next().await {
+            acked.context("an ack task failed")??;
         }
         consumer.unsubscribe().await?;
         anyhow::Ok(latency)
@@ -111,11 +129,15 @@ pub(super) async fn delay(
     let mut options = SubscribeOptions::new(queue.to_string());
     options.prefetch = args.window;
     let mut consumer = client.subscribe(options).await?;
+    let settler = consumer.settler();
     let mut lateness = micros_histogram()?;
     let mut received = 0;
     let mut first_delivery: Option<Instant> = None;
     let ack_batch = (args.window as usize / 4).max(1);
     let mut unacked = Vec::with_capacity(ack_batch);
+    // Acks are pipelined as in `consume`: the delivery rate is the broker's, not one fsync
+    // round trip per batch.
+    let mut acks = tokio::task::JoinSet::new();
     while received < args.count {
         let delivery = next(&mut consumer, received, args.count).await?;
         first_delivery.get_or_insert_with(Instant::now);
@@ -128,9 +150,18 @@ pub(super) async fn delay(
         received += 1;
         unacked.push(delivery);
         if unacked.len() >= ack_batch || received == args.count {
-            consumer.ack_many(&unacked).await?;
-            unacked.clear();
+            let batch = std::mem::replace(&mut unacked, Vec::with_capacity(ack_batch));
+            let settler = settler.clone();
+            acks.spawn(async move { settler.ack_many(&batch).await });
+            while acks.len() >= ACK_REQUESTS_IN_FLIGHT_MAX {
+                if let Some(acked) = acks.join_next().await {
+                    acked.context("an ack task failed")??;
+                }
+            }
         }
+    }
+    while let Some(acked) = acks.join_next().await {
+        acked.context("an ack task failed")??;
     }
     consumer.unsubscribe().await?;
     let seconds = first_delivery

@@ -3,13 +3,15 @@
 //! - `durable`: confirmed publishes to a persistent queue (confirm after fsync), `--window`
 //!   in flight; msgs/s, MB/s and confirm latency.
 //! - `consume`: consume `--count` messages with explicit acks (prefetch = window, acks batched
-//!   by a quarter window); the queue is filled first, untimed, if `durable` did not run before.
+//!   by a quarter window and pipelined, up to four batches unanswered); the queue is filled
+//!   first, untimed, if `durable` did not run before.
 //! - `latency`: publish at a fixed `--rate` for `--secs` to a persistent queue while a consumer
-//!   acks; end-to-end latency (publish call to delivery) percentiles.
+//!   acks each message (acks pipelined, up to `--window` unanswered); end-to-end latency
+//!   (publish call to delivery) percentiles.
 //! - `temporary`: publish to a temporary queue while an auto-ack consumer takes everything;
 //!   both rates.
 //! - `delay`: `--count` messages to a delay queue, due spread over `--secs`; how late each
-//!   arrives after its deliver-at, and the delivery rate.
+//!   arrives after its deliver-at, and the delivery rate (acks pipelined as in `consume`).
 //!
 //! With `--server-pid PID` (same machine) each scenario also reports the server's CPU time per
 //! message, read from `/proc/PID/stat`. `--json` prints one object per scenario.
