@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use krest_core::ids::ConnId;
 use krest_core::planted::PlantedBug;
-use krest_core::{Command, Config, Input, StorageDone};
+use krest_core::{Command, Config, Input};
 use krest_proto::client::{QueueKind, ServerFrame};
 use krest_storage_file::memory_disk::FaultStats;
 
@@ -159,7 +159,7 @@ enum Event {
     ClientFrame(ConnId, ServerFrame),
     ClientClosed(ConnId),
     StorageRun(usize, u64),
-    StorageDone(usize, u64, Vec<StorageDone>),
+    StorageDone(usize, u64),
     Restart(usize),
     Fault(usize, Fault),
     EndChaos,
@@ -343,9 +343,9 @@ impl Simulation {
             Event::ClientFrame(conn, frame) => self.frame_to_client(conn, frame),
             Event::ClientClosed(conn) => self.close_for_client(conn),
             Event::StorageRun(node, epoch) => self.run_storage(node, epoch),
-            Event::StorageDone(node, epoch, done) => {
+            Event::StorageDone(node, epoch) => {
                 if self.nodes[node].epoch() == Some(epoch) {
-                    for done in done {
+                    for done in self.nodes[node].finish_storage_batch() {
                         self.node_input(node, Input::StorageDone(done));
                     }
                     self.run_storage(node, epoch);

@@ -225,13 +225,13 @@ impl Simulation {
         if self.nodes[node].epoch() != Some(epoch) {
             return;
         }
-        if let Some(done) = self.nodes[node].run_storage_batch() {
+        if self.nodes[node].start_storage_batch() {
             let latency = if chance(&mut self.streams.disk, 30) {
                 between(&mut self.streams.disk, 5, 40)
             } else {
                 between(&mut self.streams.disk, 0, 2)
             };
-            self.schedule(self.now_ms + latency, Event::StorageDone(node, epoch, done));
+            self.schedule(self.now_ms + latency, Event::StorageDone(node, epoch));
         }
     }
 }

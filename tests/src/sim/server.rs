@@ -32,8 +32,20 @@ pub struct Process {
     monotonic_offset_ms: u64,
     /// Requests that arrived since the running batch started.
     storage_queue: Vec<StorageRequest>,
-    /// A batch is executing (its completions are on their way).
-    storage_busy: bool,
+    /// Where the storage thread is.
+    storage: StorageState,
+    /// The running batch's completions so far (its writes).
+    batch_done: Vec<StorageDone>,
+    /// The running batch's fsyncs, done when it finishes.
+    batch_syncs: Vec<StorageRequest>,
+}
+
+/// The simulated storage thread: idle, woken (a batch will start), or running a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StorageState {
+    Idle,
+    Woken,
+    Running,
 }
 
 /// Why a start failed.
@@ -119,7 +131,9 @@ impl Server {
             epoch: self.epochs,
             monotonic_offset_ms,
             storage_queue: Vec::new(),
-            storage_busy: false,
+            storage: StorageState::Idle,
+            batch_done: Vec::new(),
+            batch_syncs: Vec::new(),
         });
         Ok(())
     }
@@ -178,31 +192,56 @@ impl Server {
         Some(deadline.0.saturating_sub(process.monotonic_offset_ms))
     }
 
-    /// Queues a storage request; returns whether a batch should be started (none is running).
+    /// Queues a storage request; returns whether the storage thread must be woken (it is
+    /// idle: nothing will pick the request up otherwise).
     pub fn queue_storage(&mut self, request: StorageRequest) -> bool {
         let process = self.process.as_mut().expect("a running process");
         process.storage_queue.push(request);
-        !process.storage_busy
+        let wake = process.storage == StorageState::Idle;
+        if wake {
+            process.storage = StorageState::Woken;
+        }
+        wake
     }
 
-    /// Runs every queued request as one batch, now. Returns the completions the node should
-    /// see when the batch's fsyncs return, or `None` if nothing was queued.
-    pub fn run_storage_batch(&mut self) -> Option<Vec<StorageDone>> {
-        let process = self.process.as_mut()?;
-        if process.storage_queue.is_empty() {
-            process.storage_busy = false;
-            return None;
+    /// Starts a batch of every queued request: writes now, fsyncs when the batch finishes
+    /// ([`Server::finish_storage_batch`]), so a crash in between finds the written bytes
+    /// unsynced, as it would while a real fsync runs. The executor fsyncs at the end of a batch
+    /// anyway, so splitting it changes nothing else. Returns whether a batch started.
+    pub fn start_storage_batch(&mut self) -> bool {
+        let Some(process) = self.process.as_mut() else {
+            return false;
+        };
+        if process.storage == StorageState::Running {
+            return false;
         }
-        process.storage_busy = true;
-        let batch = std::mem::take(&mut process.storage_queue);
-        let done = process.executor.execute_batch(batch);
+        if process.storage_queue.is_empty() {
+            process.storage = StorageState::Idle;
+            return false;
+        }
+        process.storage = StorageState::Running;
+        let (syncs, writes): (Vec<_>, Vec<_>) = std::mem::take(&mut process.storage_queue)
+            .into_iter()
+            .partition(|request| matches!(request, StorageRequest::Sync { .. }));
+        process.batch_done = process.executor.execute_batch(writes);
+        process.batch_syncs = syncs;
+        true
+    }
+
+    /// Runs the running batch's fsyncs and returns its completions for the node.
+    pub fn finish_storage_batch(&mut self) -> Vec<StorageDone> {
+        let Some(process) = self.process.as_mut() else {
+            return Vec::new();
+        };
+        assert_eq!(process.storage, StorageState::Running, "a batch runs");
+        process.storage = StorageState::Idle;
+        let syncs = std::mem::take(&mut process.batch_syncs);
+        let mut done = std::mem::take(&mut process.batch_done);
+        done.extend(process.executor.execute_batch(syncs));
         // How long an fsync took is real time, not simulated time: the simulated node never
         // sees it, so the trace stays a function of the seed.
-        Some(
-            done.into_iter()
-                .filter(|done| !matches!(done, StorageDone::Measured { .. }))
-                .collect(),
-        )
+        done.retain(|done| !matches!(done, StorageDone::Measured { .. }));
+        done
     }
 
     /// Whether the node fenced itself after a storage failure.
