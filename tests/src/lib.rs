@@ -5,6 +5,7 @@
 //! speaks the frame protocol byte by byte, for tests that send what a well-behaved client never
 //! would.
 
+pub mod deliveries;
 pub mod raw;
 pub mod server;
 pub mod sim;

@@ -7,9 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use krest_client::{
-    Client, ClientConfig, Consumer, Delivery, QueueKind, QueueSettings, SubscribeOptions,
-};
+use krest_client::{Client, ClientConfig, QueueKind, QueueSettings, SubscribeOptions};
+use krest_tests::deliveries::{self, body, next_delivery as next};
 use krest_tests::{Server, ServerKind};
 use serde_json::{json, Value};
 
@@ -112,38 +111,14 @@ fn settings(kind: QueueKind, ack_timeout_ms: u64) -> QueueSettings {
     }
 }
 
-async fn next(consumer: &mut Consumer) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(20), consumer.next())
-        .await
-        .expect("a delivery in time")
-        .expect("stream open")
-        .expect("delivery ok")
-}
-
-fn body(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.payload).into_owned()
-}
-
-/// Publishes `bodies` to persistent queue `queue` (declared here) and rejects each one, so
-/// they all land in `<queue>.dlq`.
+/// Declares persistent queue `queue`, publishes `bodies` to it and rejects each one, so they
+/// all land in `<queue>.dlq`.
 async fn dead_letter(client: &Client, queue: &str, bodies: &[&str]) {
     client
         .declare_queue(queue, settings(QueueKind::Persistent, 0))
         .await
         .expect("declare");
-    let producer = client.producer(queue.to_string());
-    for body in bodies {
-        producer.send(body.to_string()).await.expect("confirmed");
-    }
-    let mut consumer = client
-        .subscribe(SubscribeOptions::new(queue.to_string()))
-        .await
-        .expect("subscribe");
-    for _ in bodies {
-        let delivery = next(&mut consumer).await;
-        consumer.reject(&delivery).await.expect("reject");
-    }
-    consumer.unsubscribe().await.expect("unsubscribe");
+    deliveries::dead_letter(client, queue, bodies).await;
 }
 
 /// Checks `text` against the Prometheus text format 0.0.4 and returns every sample, keyed by

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use krest_client::{
-    AckMode, Client, ClientConfig, Delivery, DeliveryMode, ErrorCode, OutgoingMessage, QueueKind,
+    AckMode, Client, ClientConfig, DeliveryMode, ErrorCode, OutgoingMessage, QueueKind,
     QueueSettings, SubscribeOptions,
 };
 use krest_proto::client::{client_frame, server_frame, Ping};
+use krest_tests::deliveries::{body, next_delivery as next};
 use krest_tests::{RawClient, Server, ServerKind};
 
 krest_tests::for_each_server!(krest_tests::block_on;
@@ -35,18 +36,6 @@ fn settings(kind: QueueKind) -> QueueSettings {
         kind: kind as i32,
         ..Default::default()
     }
-}
-
-async fn next(consumer: &mut krest_client::Consumer) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(20), consumer.next())
-        .await
-        .expect("a delivery in time")
-        .expect("stream open")
-        .expect("delivery ok")
-}
-
-fn body(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.payload).into_owned()
 }
 
 async fn every_queue_kind_delivers_what_was_published(kind: ServerKind) {

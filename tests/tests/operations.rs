@@ -4,31 +4,12 @@
 use std::time::Duration;
 
 use krest_client::{Client, ClientConfig, QueueKind, QueueSettings, SubscribeOptions};
+use krest_tests::deliveries::dead_letter;
 use krest_tests::{cli_binary, Server, ServerKind};
 
 krest_tests::for_each_server!(krest_tests::block_on;
     a_dead_letter_queue_is_redriven_back_to_its_source_by_api_admin_and_cli,
 );
-
-async fn dead_letter(client: &Client, queue: &str, bodies: &[&str]) {
-    let producer = client.producer(queue.to_string());
-    for body in bodies {
-        producer.send(body.to_string()).await.expect("confirmed");
-    }
-    let mut consumer = client
-        .subscribe(SubscribeOptions::new(queue.to_string()))
-        .await
-        .expect("subscribe");
-    for _ in bodies {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("delivery");
-        consumer.reject(&delivery).await.expect("reject");
-    }
-    consumer.unsubscribe().await.expect("unsubscribe");
-}
 
 async fn depth(client: &Client, queue: &str) -> u64 {
     client.queue_info(queue).await.expect("info").messages
