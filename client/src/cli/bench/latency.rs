@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use krest_proto::client::OutgoingMessage;
 use tokio::time::Instant;
 
-use super::throughput::{next, ACK_REQUESTS_IN_FLIGHT_MAX};
+use super::throughput::{next, PipelinedAcks};
 use super::{micros_histogram, record_micros, BenchArgs, LatencyReport, Scenario, ScenarioReport};
 use crate::{Client, SubscribeOptions};
 
@@ -129,15 +129,12 @@ pub(super) async fn delay(
     let mut options = SubscribeOptions::new(queue.to_string());
     options.prefetch = args.window;
     let mut consumer = client.subscribe(options).await?;
-    let settler = consumer.settler();
     let mut lateness = micros_histogram()?;
     let mut received = 0;
     let mut first_delivery: Option<Instant> = None;
-    let ack_batch = (args.window as usize / 4).max(1);
-    let mut unacked = Vec::with_capacity(ack_batch);
     // Acks are pipelined as in `consume`: the delivery rate is the broker's, not one fsync
     // round trip per batch.
-    let mut acks = tokio::task::JoinSet::new();
+    let mut acks = PipelinedAcks::new(consumer.settler(), args.window);
     while received < args.count {
         let delivery = next(&mut consumer, received, args.count).await?;
         first_delivery.get_or_insert_with(Instant::now);
@@ -148,21 +145,9 @@ pub(super) async fn delay(
         let late_ms = unix_ms().saturating_sub(due_ms);
         record_micros(&mut lateness, Duration::from_millis(late_ms));
         received += 1;
-        unacked.push(delivery);
-        if unacked.len() >= ack_batch || received == args.count {
-            let batch = std::mem::replace(&mut unacked, Vec::with_capacity(ack_batch));
-            let settler = settler.clone();
-            acks.spawn(async move { settler.ack_many(&batch).await });
-            while acks.len() >= ACK_REQUESTS_IN_FLIGHT_MAX {
-                if let Some(acked) = acks.join_next().await {
-                    acked.context("an ack task failed")??;
-                }
-            }
-        }
+        acks.push(delivery, received == args.count).await?;
     }
-    while let Some(acked) = acks.join_next().await {
-        acked.context("an ack task failed")??;
-    }
+    acks.finish().await?;
     consumer.unsubscribe().await?;
     let seconds = first_delivery
         .map_or(0.0, |first| first.elapsed().as_secs_f64())

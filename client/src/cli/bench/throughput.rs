@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{micros_histogram, record_micros, BenchArgs, LatencyReport, Scenario, ScenarioReport};
-use crate::{Client, ClientError, Consumer, Delivery, SubscribeOptions};
+use crate::{Client, ClientError, Consumer, Delivery, Settler, SubscribeOptions};
 
 /// Longest wait for the next delivery while consuming before the bench gives up.
 const CONSUME_IDLE_MAX: Duration = Duration::from_secs(30);
@@ -69,6 +69,55 @@ async fn record(
 /// Acks requests a consumer keeps unanswered at most (each of a quarter window).
 pub(super) const ACK_REQUESTS_IN_FLIGHT_MAX: usize = 4;
 
+/// Acks deliveries in batches of a quarter window without waiting for each answer (at most
+/// [`ACK_REQUESTS_IN_FLIGHT_MAX`] batches unanswered), as an application that acks
+/// asynchronously does.
+pub(super) struct PipelinedAcks {
+    settler: Settler,
+    batch: usize,
+    unacked: Vec<Delivery>,
+    acks: tokio::task::JoinSet<Result<(), ClientError>>,
+}
+
+impl PipelinedAcks {
+    /// Acks for a consumer whose window is `window`.
+    pub(super) fn new(settler: Settler, window: u32) -> PipelinedAcks {
+        let batch = (window as usize / 4).max(1);
+        PipelinedAcks {
+            settler,
+            batch,
+            unacked: Vec::with_capacity(batch),
+            acks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Takes `delivery`; sends a batch when it is full or `last` says no more will come.
+    pub(super) async fn push(&mut self, delivery: Delivery, last: bool) -> anyhow::Result<()> {
+        self.unacked.push(delivery);
+        if self.unacked.len() < self.batch && !last {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.unacked, Vec::with_capacity(self.batch));
+        let settler = self.settler.clone();
+        self.acks
+            .spawn(async move { settler.ack_many(&batch).await });
+        while self.acks.len() >= ACK_REQUESTS_IN_FLIGHT_MAX {
+            if let Some(acked) = self.acks.join_next().await {
+                acked.context("an ack task failed")??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every ack sent.
+    pub(super) async fn finish(mut self) -> anyhow::Result<()> {
+        while let Some(acked) = self.acks.join_next().await {
+            acked.context("an ack task failed")??;
+        }
+        Ok(())
+    }
+}
+
 /// Consumes `--count` messages from `queue`, acking in batches of a quarter window. The acks
 /// are pipelined (up to [`ACK_REQUESTS_IN_FLIGHT_MAX`] unanswered), as an application that
 /// acks asynchronously does: the rate measured is the broker's, not one fsync round trip per
@@ -81,30 +130,15 @@ pub(super) async fn consume(
     let mut options = SubscribeOptions::new(queue.to_string());
     options.prefetch = args.window;
     let mut consumer = client.subscribe(options).await?;
-    let settler = consumer.settler();
-    let ack_batch = (args.window as usize / 4).max(1);
-    let mut unacked: Vec<Delivery> = Vec::with_capacity(ack_batch);
-    let mut acks = tokio::task::JoinSet::new();
+    let mut acks = PipelinedAcks::new(consumer.settler(), args.window);
     let started = Instant::now();
     let mut received: u64 = 0;
     while received < args.count {
         let delivery = next(&mut consumer, received, args.count).await?;
         received += 1;
-        unacked.push(delivery);
-        if unacked.len() >= ack_batch || received == args.count {
-            let batch = std::mem::replace(&mut unacked, Vec::with_capacity(ack_batch));
-            let settler = settler.clone();
-            acks.spawn(async move { settler.ack_many(&batch).await });
-            while acks.len() >= ACK_REQUESTS_IN_FLIGHT_MAX {
-                if let Some(acked) = acks.join_next().await {
-                    acked.context("an ack task failed")??;
-                }
-            }
-        }
+        acks.push(delivery, received == args.count).await?;
     }
-    while let Some(acked) = acks.join_next().await {
-        acked.context("an ack task failed")??;
-    }
+    acks.finish().await?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     consumer.unsubscribe().await?;
     let mut report = ScenarioReport::new(Scenario::Consume, received);
