@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// The server's process id, to report its CPU time per message.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Leave the bench queues and their messages behind (to measure a restart with a backlog,
+    /// for example); by default they are deleted at the end.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The scenarios.
@@ -164,8 +168,10 @@ pub async fn run(globals: &Globals, args: BenchArgs) -> anyhow::Result<()> {
     let client = globals.connect().await?;
     let mut declared = Vec::new();
     let outcome = run_scenarios(globals, &client, &args, &scenarios, &mut declared).await;
-    for queue in declared {
-        let _ = client.delete_queue(&queue).await;
+    if !args.keep {
+        for queue in declared {
+            let _ = client.delete_queue(&queue).await;
+        }
     }
     client.close().await;
     outcome
