@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use krest_core::ids::ConnId;
 use krest_core::Now;
 use krest_proto::client::{
-    client_frame, server_frame, ClientFrame, Delivery, ServerFrame, SettleAction,
+    client_frame, server_frame, ClientFrame, Delivery, DeliveryMode, ServerFrame, SettleAction,
 };
 
 use super::history::{History, MessageId, PublishOutcome};
@@ -47,6 +47,38 @@ pub struct QueueModel {
     pub ack_timeout_ms: u64,
 }
 
+/// The point group every workload consumer of a queue shares; the end-of-run checks count its
+/// acks (a broadcast subscription lives only as long as its subscriber).
+pub const GROUP: &str = "workers";
+
+/// One subscription of one queue: what leases, acks and first deliveries belong to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Track {
+    /// The queue.
+    pub queue: String,
+    /// The point group, or `broadcast-<conn>-<consumer>`.
+    pub subscription: String,
+}
+
+impl Track {
+    fn new(queue: &str, subscription: &str) -> Track {
+        Track {
+            queue: queue.to_string(),
+            subscription: subscription.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Track {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "queue '{}' (subscription {})",
+            self.queue, self.subscription
+        )
+    }
+}
+
 /// A request the node received and has not answered yet.
 #[derive(Debug, Clone)]
 enum Request {
@@ -56,9 +88,11 @@ enum Request {
     },
     Subscribe {
         queue: String,
+        broadcast: bool,
+        group: String,
     },
     Ack {
-        queue: String,
+        track: Track,
         ids: Vec<MessageId>,
     },
 }
@@ -98,21 +132,21 @@ pub struct Seen {
 pub struct Checker {
     queues: BTreeMap<String, QueueModel>,
     requests: BTreeMap<(ConnId, u64), Request>,
-    /// Consumer (subscription id in the protocol) to its queue.
-    consumers: BTreeMap<(ConnId, u64), String>,
+    /// Consumer (subscription id in the protocol) to its queue and subscription.
+    consumers: BTreeMap<(ConnId, u64), Track>,
     /// Queue and sequence to the message stored there.
     sequences: BTreeMap<(String, u64), MessageId>,
     /// Queue and message to its sequence.
     stored_at: BTreeMap<(String, MessageId), u64>,
-    leases: BTreeMap<(String, MessageId), Lease>,
-    first_delivered: BTreeSet<(String, MessageId)>,
+    leases: BTreeMap<(Track, MessageId), Lease>,
+    first_delivered: BTreeSet<(Track, MessageId)>,
     /// First deliveries by this process, per queue: (sequence, deliver-at).
-    delivered_order: BTreeMap<String, Vec<(u64, u64)>>,
+    delivered_order: BTreeMap<Track, Vec<(u64, u64)>>,
     /// First deliveries of the current step: queue, message, sequence, deliver-at.
-    step_first_deliveries: Vec<(String, MessageId, u64, u64)>,
-    acked: BTreeSet<(String, MessageId)>,
+    step_first_deliveries: Vec<(Track, MessageId, u64, u64)>,
+    acked: BTreeSet<(Track, MessageId)>,
     /// Acks the node received while the delivery's lease was live.
-    ack_received: BTreeSet<(String, MessageId)>,
+    ack_received: BTreeSet<(Track, MessageId)>,
     /// Highest sequence seen confirmed or delivered, per queue.
     max_sequence: BTreeMap<String, u64>,
     /// Simulated times at which a process ended.
@@ -154,14 +188,19 @@ impl Checker {
                 self.requests.insert(key, Request::Publish { queue, id });
             }
             Some(client_frame::Body::Subscribe(subscribe)) => {
-                let queue = subscribe.queue.clone();
-                self.requests.insert(key, Request::Subscribe { queue });
+                let request = Request::Subscribe {
+                    queue: subscribe.queue.clone(),
+                    broadcast: subscribe.mode == DeliveryMode::Broadcast as i32,
+                    group: subscribe.group.clone(),
+                };
+                self.requests.insert(key, request);
             }
             Some(client_frame::Body::Settle(settle)) => {
-                let Some(queue) = self.consumers.get(&(conn, settle.subscription_id)).cloned()
+                let Some(track) = self.consumers.get(&(conn, settle.subscription_id)).cloned()
                 else {
                     return;
                 };
+                let queue = track.queue.clone();
                 let ack_timeout_ms = self.queues[&queue].ack_timeout_ms;
                 let mut ids = Vec::new();
                 for tag in &settle.tags {
@@ -170,7 +209,7 @@ impl Checker {
                         continue;
                     };
                     ids.push(id);
-                    let lease_key = (queue.clone(), id);
+                    let lease_key = (track.clone(), id);
                     let Some(lease) = self.leases.get_mut(&lease_key) else {
                         continue;
                     };
@@ -197,7 +236,7 @@ impl Checker {
                     }
                 }
                 if settle.action == SettleAction::Ack as i32 {
-                    self.requests.insert(key, Request::Ack { queue, ids });
+                    self.requests.insert(key, Request::Ack { track, ids });
                 }
             }
             _ => {}
@@ -246,13 +285,28 @@ impl Checker {
                     self.stored(&queue, id, *sequence);
                 }
             }
-            (Request::Subscribe { queue }, Some(server_frame::Body::SubscribeOk(ok))) => {
-                self.consumers.insert((conn, ok.subscription_id), queue);
+            (
+                Request::Subscribe {
+                    queue,
+                    broadcast,
+                    group,
+                },
+                Some(server_frame::Body::SubscribeOk(ok)),
+            ) => {
+                // Each broadcast subscriber has a subscription of its own.
+                let subscription = if broadcast {
+                    format!("broadcast-{}-{}", conn.0, ok.subscription_id)
+                } else {
+                    group
+                };
+                let consumer = (conn, ok.subscription_id);
+                self.consumers
+                    .insert(consumer, Track::new(&queue, &subscription));
             }
-            (Request::Ack { queue, ids }, Some(server_frame::Body::Done(_))) => {
+            (Request::Ack { track, ids }, Some(server_frame::Body::Done(_))) => {
                 self.seen.acks_confirmed += ids.len() as u64;
                 for id in ids {
-                    self.acked.insert((queue.clone(), id));
+                    self.acked.insert((track.clone(), id));
                 }
             }
             _ => {}
@@ -301,7 +355,12 @@ impl Checker {
         let Some(published) = self.check_origin(queue, &model, id, delivery, history) else {
             return;
         };
-        let key = (queue.to_string(), id);
+        let track = self
+            .consumers
+            .get(&(conn, consumer))
+            .cloned()
+            .unwrap_or_else(|| Track::new(queue, GROUP));
+        let key = (track.clone(), id);
         let first = !self.first_delivered.contains(&key);
         if model.delay && first {
             let deliver_at_ms = published.deliver_at_ms.unwrap_or_default();
@@ -342,7 +401,7 @@ impl Checker {
             } else {
                 0
             };
-            self.check_first_delivery_order(queue, id, sequence, deliver_at_ms);
+            self.check_first_delivery_order(track, id, sequence, deliver_at_ms);
         }
     }
 
@@ -393,13 +452,13 @@ impl Checker {
     /// A first delivery of `id` (sequence, deliver-at) in this step; checked at the step's end.
     fn check_first_delivery_order(
         &mut self,
-        queue: &str,
+        track: Track,
         id: MessageId,
         sequence: u64,
         deliver_at_ms: u64,
     ) {
         self.step_first_deliveries
-            .push((queue.to_string(), id, sequence, deliver_at_ms));
+            .push((track, id, sequence, deliver_at_ms));
     }
 
     /// The node finished handling one input. Nothing first-delivered by an earlier step of this
@@ -410,8 +469,8 @@ impl Checker {
     /// into one frame per consumer, so their order across consumers says nothing.
     pub fn end_step(&mut self) {
         let step = std::mem::take(&mut self.step_first_deliveries);
-        for (queue, id, sequence, deliver_at_ms) in &step {
-            let delivered = self.delivered_order.entry(queue.clone()).or_default();
+        for (track, id, sequence, deliver_at_ms) in &step {
+            let delivered = self.delivered_order.entry(track.clone()).or_default();
             let overtaken = delivered
                 .iter()
                 .find(|(other_sequence, other_deliver_at_ms)| {
@@ -420,13 +479,13 @@ impl Checker {
                 .copied();
             if let Some((other_sequence, _)) = overtaken {
                 self.violation(format!(
-                    "first deliveries of queue '{queue}' out of order: {id} (sequence {sequence}) came after sequence {other_sequence}"
+                    "first deliveries of {track} out of order: {id} (sequence {sequence}) came after sequence {other_sequence}"
                 ));
             }
         }
-        for (queue, _, sequence, deliver_at_ms) in step {
+        for (track, _, sequence, deliver_at_ms) in step {
             self.delivered_order
-                .entry(queue)
+                .entry(track)
                 .or_default()
                 .push((sequence, deliver_at_ms));
         }
@@ -461,11 +520,12 @@ impl Checker {
         self.max_sequence
             .retain(|queue, _| !temporary.contains(queue));
         // A temporary queue's messages are gone; a retried publish stores one anew.
-        self.acked.retain(|(queue, _)| !temporary.contains(queue));
+        self.acked
+            .retain(|(track, _)| !temporary.contains(&track.queue));
         self.ack_received
-            .retain(|(queue, _)| !temporary.contains(queue));
+            .retain(|(track, _)| !temporary.contains(&track.queue));
         self.first_delivered
-            .retain(|(queue, _)| !temporary.contains(queue));
+            .retain(|(track, _)| !temporary.contains(&track.queue));
     }
 
     /// What is not settled yet: confirmed messages not acked (in their queue or its
@@ -492,7 +552,7 @@ impl Checker {
             // Acked, in the queue or in its dead-letter queue: confirmed, or received while
             // the lease was live (the answer may have been lost to a crash after the fsync).
             let acked = |queue: &String| {
-                let key = (queue.clone(), *id);
+                let key = (Track::new(queue, GROUP), *id);
                 self.acked.contains(&key) || self.ack_received.contains(&key)
             };
             if acked(queue) || model.dead_letter_queue.as_ref().is_some_and(acked) {
@@ -513,7 +573,9 @@ impl Checker {
                     continue;
                 }
             }
-            let delivered = self.first_delivered.contains(&(queue.clone(), *id));
+            let delivered = self
+                .first_delivered
+                .contains(&(Track::new(queue, GROUP), *id));
             open.push(format!(
                 "confirmed message {id} (queue '{queue}', sequence {sequence}) was never acked; {}",
                 if delivered {

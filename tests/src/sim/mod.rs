@@ -226,8 +226,19 @@ impl Simulation {
             for consumer in 0..spec.consumers {
                 // The second consumer of a queue with several pulls; the others are pushed to.
                 let pull = consumer == 1;
-                clients.push(SimClient::consumer(clients.len(), index, pull));
+                clients.push(SimClient::consumer(clients.len(), index, pull, false));
             }
+        }
+        // Broadcast subscribers, each a subscription of its own, on queues that never
+        // dead-letter (a broadcast subscription's dead letters would be second copies) and
+        // whose point group is durable (so it exists for every message the broadcast
+        // subscriber sees; a temporary queue's group is gone after a restart).
+        for name in ["orders.dlq", "timers.dlq"] {
+            let index = queues
+                .iter()
+                .position(|spec| spec.name == name)
+                .expect("a workload queue");
+            clients.push(SimClient::consumer(clients.len(), index, false, true));
         }
         let models = queues
             .iter()

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use krest_core::ids::ConnId;
 use krest_core::rng::Rng;
 use krest_proto::client::{
-    client_frame, server_frame, ClientFrame, DeclareQueue, DeliveryTag, ErrorCode, Fetch, Hello,
-    OutgoingMessage, Publish, QueueKind, QueueSettings, ServerFrame, Settle, SettleAction,
-    Subscribe,
+    client_frame, server_frame, ClientFrame, DeclareQueue, DeliveryMode, DeliveryTag, ErrorCode,
+    Fetch, Hello, OutgoingMessage, Publish, QueueKind, QueueSettings, ServerFrame, Settle,
+    SettleAction, Subscribe,
 };
 use prost::Message as _;
 
@@ -133,6 +133,9 @@ pub fn queue_specs() -> Vec<QueueSpec> {
     ]
 }
 
+/// When broadcast subscribers first subscribe, in simulated milliseconds.
+const BROADCAST_JOIN_MS: u64 = 1_000;
+
 /// What a client asks the simulation to do.
 #[derive(Debug, Default)]
 pub struct Actions {
@@ -216,6 +219,8 @@ pub struct Consumer {
     queue: usize,
     /// Pull (fetch) instead of push.
     pull: bool,
+    /// A broadcast subscriber (a subscription of its own) instead of the point group.
+    broadcast: bool,
     subscription: Option<u64>,
     subscribing: bool,
     /// A pull consumer's fetch is waiting for its answer.
@@ -284,12 +289,13 @@ impl SimClient {
     }
 
     /// A consumer of `queues[queue]`.
-    pub fn consumer(index: usize, queue: usize, pull: bool) -> SimClient {
+    pub fn consumer(index: usize, queue: usize, pull: bool, broadcast: bool) -> SimClient {
         SimClient::new(
             index,
             Role::Consumer(Consumer {
                 queue,
                 pull,
+                broadcast,
                 subscription: None,
                 subscribing: false,
                 fetching: false,
@@ -462,12 +468,23 @@ impl SimClient {
             return;
         };
         let spec = &context.queues[consumer.queue];
-        let active = spec.consume_in_chaos || context.phase == Phase::Drain;
+        // Broadcast subscribers join after the point groups exist (they subscribe at once).
+        let active = (spec.consume_in_chaos || context.phase == Phase::Drain)
+            && (!consumer.broadcast || context.now_ms >= BROADCAST_JOIN_MS);
         if consumer.subscription.is_none() && !consumer.subscribing && active {
             consumer.subscribing = true;
             let body = client_frame::Body::Subscribe(Subscribe {
                 queue: spec.name.into(),
-                group: "workers".into(),
+                group: if consumer.broadcast {
+                    String::new()
+                } else {
+                    super::checker::GROUP.into()
+                },
+                mode: if consumer.broadcast {
+                    DeliveryMode::Broadcast as i32
+                } else {
+                    DeliveryMode::Point as i32
+                },
                 prefetch: 4,
                 pull: consumer.pull,
                 create_if_missing: Some(spec.settings.clone()),
@@ -607,7 +624,9 @@ impl SimClient {
             let Role::Consumer(consumer) = &mut self.role else {
                 return actions;
             };
-            let may_reject = context.queues[consumer.queue].can_dead_letter();
+            // A broadcast subscription's dead letters would be second copies of the group's.
+            let may_reject =
+                context.queues[consumer.queue].can_dead_letter() && !consumer.broadcast;
             for delivery in deliveries.deliveries {
                 let Some(tag) = delivery.tag else {
                     continue;
