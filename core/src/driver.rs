@@ -119,6 +119,24 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
         self.node.poll_timeout()
     }
 
+    /// Feeds `first` and then whatever else is already queued (`next_queued`, at most
+    /// [`EVENTS_PER_WAKE_MAX`] in all) before the runtime hands storage its work: one hand-off
+    /// (one wake-up of the storage thread, one batch) per burst, not per frame.
+    pub fn on_event_burst(
+        &mut self,
+        now: Now,
+        first: Event<Outbox, Responder>,
+        mut next_queued: impl FnMut() -> Option<Event<Outbox, Responder>>,
+    ) {
+        self.on_event(now, first);
+        for _ in 1..EVENTS_PER_WAKE_MAX {
+            let Some(event) = next_queued() else {
+                break;
+            };
+            self.on_event(now, event);
+        }
+    }
+
     /// Feeds one event to the node and carries out what it commands.
     pub fn on_event(&mut self, now: Now, event: Event<Outbox, Responder>) {
         match event {

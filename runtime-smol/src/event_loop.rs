@@ -143,16 +143,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
             Wake::Storage(Completions::Done(done)) => driver.on_storage_done(clock.now(), done),
             Wake::Storage(Completions::Stopped) => break,
             Wake::Event(Some(event)) => {
-                let now = clock.now();
-                driver.on_event(now, event);
-                // Feed what else is queued before handing storage its work: one hand-off (one
-                // wake-up of the storage thread, one batch) per burst, not per frame.
-                for _ in 1..driver::EVENTS_PER_WAKE_MAX {
-                    let Ok(event) = receiver.try_recv() else {
-                        break;
-                    };
-                    driver.on_event(now, event);
-                }
+                driver.on_event_burst(clock.now(), event, || receiver.try_recv().ok());
             }
             Wake::Event(None) => events_open = false,
             Wake::Timer => {

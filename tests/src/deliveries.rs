@@ -3,7 +3,27 @@
 
 use std::time::Duration;
 
-use krest_client::{Client, Consumer, Delivery, SubscribeOptions};
+use krest_client::{
+    Client, ClientConfig, Consumer, Delivery, QueueKind, QueueSettings, SubscribeOptions,
+};
+
+use crate::Server;
+
+/// A client of `server` that has declared persistent queue `queue`.
+pub async fn client_with_persistent_queue(server: &Server, queue: &str) -> Client {
+    let client = Client::connect(ClientConfig::new([server.address()]))
+        .await
+        .expect("connects");
+    let settings = QueueSettings {
+        kind: QueueKind::Persistent as i32,
+        ..Default::default()
+    };
+    client
+        .declare_queue(queue, settings)
+        .await
+        .expect("declare");
+    client
+}
 
 /// The consumer's next delivery; fails the test after 20 s without one.
 pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {

@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use krest_client::{
-    Client, ClientConfig, ListenerSettings, Listeners, Outcome, QueueKind, QueueSettings,
-    SubscribeOptions,
-};
+use krest_client::{ListenerSettings, Listeners, Outcome, SubscribeOptions};
+use krest_tests::deliveries::client_with_persistent_queue;
 use krest_tests::{Server, ServerKind};
 
 krest_tests::for_each_server!(krest_tests::block_on;
@@ -17,17 +15,7 @@ krest_tests::for_each_server!(krest_tests::block_on;
 
 async fn outcomes_ack_retry_and_dead_letter_and_shutdown_drains(kind: ServerKind) {
     let server = Server::start(kind);
-    let client = Client::connect(ClientConfig::new([server.address()]))
-        .await
-        .expect("connects");
-    let settings = QueueSettings {
-        kind: QueueKind::Persistent as i32,
-        ..Default::default()
-    };
-    client
-        .declare_queue("work", settings)
-        .await
-        .expect("declare");
+    let client = client_with_persistent_queue(&server, "work").await;
     let producer = client.producer("work");
     for body in ["ok-1", "flaky", "poison", "ok-2", "slow"] {
         producer.send(body).await.expect("confirmed");

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use krest_client::{Client, ClientConfig, QueueKind, QueueSettings, SubscribeOptions};
-use krest_tests::deliveries::dead_letter;
+use krest_client::{Client, SubscribeOptions};
+use krest_tests::deliveries::{client_with_persistent_queue, dead_letter};
 use krest_tests::{cli_binary, Server, ServerKind};
 
 krest_tests::for_each_server!(krest_tests::block_on;
@@ -17,17 +17,7 @@ async fn depth(client: &Client, queue: &str) -> u64 {
 
 async fn a_dead_letter_queue_is_redriven_back_to_its_source_by_api_admin_and_cli(kind: ServerKind) {
     let server = Server::start(kind);
-    let client = Client::connect(ClientConfig::new([server.address()]))
-        .await
-        .expect("connects");
-    let settings = QueueSettings {
-        kind: QueueKind::Persistent as i32,
-        ..Default::default()
-    };
-    client
-        .declare_queue("orders", settings)
-        .await
-        .expect("declare");
+    let client = client_with_persistent_queue(&server, "orders").await;
     dead_letter(&client, "orders", &["a", "b", "c", "d"]).await;
     assert_eq!(depth(&client, "orders.dlq").await, 4);
 
