@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use krest_core::ids::{ConnId, LogIndex};
-use krest_core::{Command, Input, LogId, Node, Now, Recovered, StorageDone, StorageRequest};
+use krest_core::{
+    Command, Input, LogId, LogRecord, Node, Now, Recovered, StorageDone, StorageRequest,
+};
 use krest_proto::frame::FrameDecoder;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -257,7 +259,7 @@ async fn run_broker(
 ) {
     let mut connections: BTreeMap<ConnId, (mpsc::UnboundedSender<Bytes>, FrameDecoder)> =
         BTreeMap::new();
-    let mut last_index: BTreeMap<LogId, LogIndex> = BTreeMap::new();
+    let mut logs: BTreeMap<LogId, BTreeMap<LogIndex, LogRecord>> = BTreeMap::new();
     let max_frame_bytes = krest_proto::frame::DEFAULT_MAX_FRAME_BYTES;
     while let Some(event) = events.recv().await {
         let now = clock.core_now();
@@ -301,7 +303,7 @@ async fn run_broker(
                         }
                     }
                     Command::Storage(request) => {
-                        if let Some(done) = complete(&mut last_index, request) {
+                        if let Some(done) = complete(&mut logs, request) {
                             inputs.push_back(Input::StorageDone(done));
                         }
                     }
@@ -312,25 +314,46 @@ async fn run_broker(
     }
 }
 
-/// Storage in memory: appends are remembered by their last index, syncs succeed at once.
+/// Storage in memory: appended records are kept (until segments below them are deleted, as
+/// on disk) so payloads can be read back; syncs succeed at once.
 fn complete(
-    last_index: &mut BTreeMap<LogId, LogIndex>,
+    logs: &mut BTreeMap<LogId, BTreeMap<LogIndex, LogRecord>>,
     request: StorageRequest,
 ) -> Option<StorageDone> {
     match request {
         StorageRequest::Append { log, records } => {
-            if let Some(record) = records.last() {
-                last_index.insert(log, record.index);
+            let memory = logs.entry(log).or_default();
+            for record in records {
+                memory.insert(record.index, record);
             }
             None
         }
         StorageRequest::Sync { log } => {
-            let through = last_index.get(&log).copied().unwrap_or(LogIndex(0));
+            let through = logs
+                .get(&log)
+                .and_then(|memory| memory.keys().next_back().copied())
+                .unwrap_or(LogIndex(0));
             Some(StorageDone::Synced { log, through })
         }
-        StorageRequest::CreateLog { .. } | StorageRequest::DeleteSegmentsBelow { .. } => None,
+        StorageRequest::Read { log, indexes } => {
+            let memory = logs.get(&log);
+            let records = indexes
+                .iter()
+                .filter_map(|index| memory.and_then(|memory| memory.get(index)).cloned())
+                .collect();
+            Some(StorageDone::Read { log, records })
+        }
+        StorageRequest::CreateLog { .. } => None,
+        StorageRequest::DeleteSegmentsBelow { log, index } => {
+            if let Some(memory) = logs.get_mut(&log) {
+                // Keep the last record: its index is what a sync reports.
+                let last = memory.keys().next_back().copied();
+                memory.retain(|kept, _| *kept >= index || Some(*kept) == last);
+            }
+            None
+        }
         StorageRequest::DeleteLog { log } => {
-            last_index.remove(&log);
+            logs.remove(&log);
             None
         }
     }

@@ -181,6 +181,9 @@ impl NodeBench {
                             self.syncs.push((log, *last));
                         }
                     }
+                    Command::Storage(StorageRequest::Read { .. }) => {
+                        panic!("the benches' payloads fit storage.payload_memory_bytes")
+                    }
                     _ => {}
                 }
             }
@@ -374,7 +377,8 @@ impl DelayBench {
             let due = self.now.wall.0 + 1 + self.rng.below(self.horizon_ms);
             let message = Message {
                 sequence,
-                payload: self.payload.clone(),
+                payload: Some(self.payload.clone()),
+                size_bytes: self.payload.len() as u64,
                 headers: Vec::new(),
                 deliver_at: UnixMillis(due),
                 published_at: self.now.wall,
@@ -517,7 +521,8 @@ impl AckBench {
             let sequence = self.queue.take_sequence();
             let message = Message {
                 sequence,
-                payload: self.payload.clone(),
+                payload: Some(self.payload.clone()),
+                size_bytes: self.payload.len() as u64,
                 headers: Vec::new(),
                 deliver_at: UnixMillis(0),
                 published_at: self.now.wall,

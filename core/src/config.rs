@@ -93,6 +93,10 @@ pub struct QueueDefaults {
 pub struct StorageConfig {
     /// Size at which a log rolls to a new segment file.
     pub segment_bytes: u64,
+    /// Payload and header bytes of durable (persistent and delay) messages kept in memory.
+    /// Beyond it, new messages live only on disk and their payloads are read back just before
+    /// delivery, so a backlog larger than memory still works. 0 keeps none in memory.
+    pub payload_memory_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +148,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             segment_bytes: 64 * 1024 * 1024,
+            payload_memory_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -178,6 +178,23 @@ impl Harness {
                 }
             }
             StorageRequest::Sync { log } => self.pending_syncs.push_back(log),
+            StorageRequest::Read { log, indexes } => {
+                let records = self.logs.get(&log).map_or_else(Vec::new, |memory| {
+                    memory
+                        .records
+                        .iter()
+                        .filter(|record| indexes.contains(&record.index))
+                        .cloned()
+                        .collect()
+                });
+                self.node.handle(
+                    self.now,
+                    Input::StorageDone(StorageDone::Read { log, records }),
+                );
+                while let Some(command) = self.node.poll_command() {
+                    self.execute(command);
+                }
+            }
             StorageRequest::DeleteSegmentsBelow { .. } => {}
             StorageRequest::DeleteLog { log } => {
                 self.logs.remove(&log);

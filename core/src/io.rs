@@ -97,6 +97,14 @@ pub enum StorageDone {
         /// Bytes of the log's segment files.
         log_bytes: u64,
     },
+    /// The records a `Read` asked for, in index order. Indexes the log no longer holds (a
+    /// log deleted in the meantime) are left out.
+    Read {
+        /// Which log.
+        log: LogId,
+        /// The records read, each checked against its checksum.
+        records: Vec<LogRecord>,
+    },
     /// A request on `log` failed. The node fences itself: it confirms nothing from now on.
     Failed {
         /// Which log.
@@ -213,6 +221,16 @@ pub enum StorageRequest {
     Sync {
         /// Which log.
         log: LogId,
+    },
+    /// Read back the records at `indexes` (ascending; appended earlier, synced or not) and
+    /// answer `StorageDone::Read`; a record that cannot be read is a `StorageDone::Failed`.
+    /// The core asks for the publish records of messages whose payloads it keeps on disk only
+    /// (`storage.payload_memory_bytes`), just before delivering them.
+    Read {
+        /// Which log.
+        log: LogId,
+        /// The records wanted, in ascending order.
+        indexes: Vec<LogIndex>,
     },
     /// Delete segment files whose records all have indexes below `index`.
     DeleteSegmentsBelow {

@@ -29,11 +29,13 @@ pub enum PlantedBug {
     ForgetIdempotencyAfterRestart,
     /// Drop-oldest counts one message too many and drops while the queue still has room.
     MiscountDropOldest,
+    /// A payload read back from disk is put into the next message on disk, not its own.
+    MixUpPayloadsReadBack,
 }
 
 impl PlantedBug {
     /// Every planted bug, in the order `krest-sim --planted-bugs` runs them.
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::ConfirmBeforeSync,
         PlantedBug::AckBeforeSync,
         PlantedBug::SkipRedeliveryAfterLeaseExpiry,
@@ -44,6 +46,7 @@ impl PlantedBug {
         PlantedBug::ForgetAcksAfterRestart,
         PlantedBug::ForgetIdempotencyAfterRestart,
         PlantedBug::MiscountDropOldest,
+        PlantedBug::MixUpPayloadsReadBack,
     ];
 
     /// The bug's name on the command line, in kebab case.
@@ -59,6 +62,7 @@ impl PlantedBug {
             PlantedBug::ForgetAcksAfterRestart => "forget-acks-after-restart",
             PlantedBug::ForgetIdempotencyAfterRestart => "forget-idempotency-after-restart",
             PlantedBug::MiscountDropOldest => "miscount-drop-oldest",
+            PlantedBug::MixUpPayloadsReadBack => "mix-up-payloads-read-back",
         }
     }
 
@@ -70,34 +74,30 @@ impl PlantedBug {
 
 #[cfg(feature = "planted-bugs")]
 mod switch {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::cell::Cell;
 
     use super::PlantedBug;
 
-    /// 0: none; otherwise one more than the bug's place in [`PlantedBug::ALL`]. A process-wide
-    /// switch (not state of the node) because the bugs live in code that has no node at hand,
-    /// such as segment recovery; the simulator runs one seed at a time per process.
-    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local! {
+        /// The bug switched on for this thread, if any. Per thread (not state of the node)
+        /// because the bugs live in code that has no node at hand, such as segment recovery;
+        /// per thread, not per process, because `krest-sim --jobs N` runs seeds on N threads
+        /// at once, each with its own bug (or none), and one seed's end must not switch off
+        /// the bug of a seed still running on another thread.
+        static ACTIVE: Cell<Option<PlantedBug>> = const { Cell::new(None) };
+    }
 
     pub fn set_active(bug: Option<PlantedBug>) {
-        let value = bug.map_or(0, |bug| {
-            1 + PlantedBug::ALL
-                .iter()
-                .position(|candidate| *candidate == bug)
-                .expect("listed")
-        });
-        ACTIVE.store(value, Ordering::SeqCst);
+        ACTIVE.with(|active| active.set(bug));
     }
 
     pub fn active(bug: PlantedBug) -> bool {
-        match ACTIVE.load(Ordering::Relaxed) {
-            0 => false,
-            value => PlantedBug::ALL[value - 1] == bug,
-        }
+        ACTIVE.with(|active| active.get() == Some(bug))
     }
 }
 
-/// Switches `bug` on for this whole process (`None`: every bug off).
+/// Switches `bug` on for the calling thread (`None`: every bug off). The simulator runs each
+/// seed on one thread, so this is the switch of one run.
 #[cfg(feature = "planted-bugs")]
 pub fn set_active(bug: Option<PlantedBug>) {
     switch::set_active(bug)

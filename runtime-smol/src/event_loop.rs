@@ -170,7 +170,9 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
         driver.on_event(clock.now(), event);
     }
     driver.close_all_connections("the server is shutting down");
-    storage.join();
+    // Off the executor's thread: while the last fsyncs finish, this thread stays free to run
+    // the task that exits at once on a second signal.
+    smol::unblock(move || storage.join()).await;
     let linger = Instant::now() + CLOSE_LINGER;
     while !driver.all_connections_closed() && Instant::now() < linger {
         Timer::after(Duration::from_millis(10)).await;

@@ -124,7 +124,9 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()>) {
         driver.on_event(clock.now(), event);
     }
     driver.close_all_connections("the server is shutting down");
-    storage.join();
+    // Off the event-loop thread: while the last fsyncs finish, this thread stays free to run
+    // the task that exits at once on a second signal.
+    let _joined = tokio::task::spawn_blocking(move || storage.join()).await;
     let linger = tokio::time::Instant::now() + CLOSE_LINGER;
     while !driver.all_connections_closed() && tokio::time::Instant::now() < linger {
         tokio::time::sleep(Duration::from_millis(10)).await;

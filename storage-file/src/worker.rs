@@ -274,6 +274,7 @@ mod test_support {
             .filter_map(|done| match done {
                 StorageDone::Synced { through, .. } => Some(through.0),
                 StorageDone::Measured { .. } => None,
+                StorageDone::Read { .. } => unreachable!("the echo executor is asked no reads"),
                 StorageDone::Failed { .. } => unreachable!("the echo executor never fails"),
             })
             .collect()

@@ -150,19 +150,30 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server running");
+        let pid = self.pid().expect("server running");
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(pid.to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_exit(Duration::from_secs(20))
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits (at most `bound`, then kills it and panics) for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, bound: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let deadline = Instant::now() + bound;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("server did not exit after SIGTERM");
+                panic!("server did not exit within {bound:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

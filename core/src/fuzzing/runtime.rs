@@ -96,6 +96,8 @@ struct Runtime<'t> {
     logs: BTreeMap<LogId, MemoryLog>,
     /// Syncs asked for and not completed: the log and its last index when asked.
     pending_syncs: VecDeque<(LogId, LogIndex)>,
+    /// Reads asked for and not answered, answered with the syncs.
+    pending_reads: VecDeque<(LogId, Vec<LogIndex>)>,
     clients: BTreeMap<ConnId, Client>,
     next_conn: u64,
     next_request_id: u64,
@@ -130,6 +132,8 @@ fn config(source: &mut ByteSource) -> Config {
     defaults.ack_timeout_ms = 1_000;
     defaults.max_deliveries = source.up_to(3) as u32;
     defaults.prefetch = 3;
+    // About three messages: most durable payloads live on disk and are read back.
+    config.storage.payload_memory_bytes = 200;
     config.validate().expect("the fuzz configuration is valid");
     config
 }
@@ -152,6 +156,7 @@ impl<'t> Runtime<'t> {
             now,
             logs: BTreeMap::new(),
             pending_syncs: VecDeque::new(),
+            pending_reads: VecDeque::new(),
             clients: BTreeMap::new(),
             next_conn: 1,
             next_request_id: 1,
@@ -356,6 +361,14 @@ impl<'t> Runtime<'t> {
                     self.pending_syncs.push_back((log, through));
                 }
             }
+            StorageRequest::Read { log, indexes } => {
+                assert!(!indexes.is_empty(), "a read names records");
+                assert!(
+                    indexes.windows(2).all(|pair| pair[0] < pair[1]),
+                    "read indexes ascend"
+                );
+                self.pending_reads.push_back((log, indexes));
+            }
             StorageRequest::DeleteSegmentsBelow { log, index } => {
                 let Some(memory) = self.logs.get_mut(&log) else {
                     return;
@@ -524,6 +537,25 @@ impl<'t> Runtime<'t> {
                 source,
             );
         }
+        self.complete_reads(source);
+    }
+
+    /// Answers the reads asked for so far, with the records still in memory.
+    fn complete_reads(&mut self, source: &mut ByteSource) {
+        while let Some((log, indexes)) = self.pending_reads.pop_front() {
+            let records = self.logs.get(&log).map_or_else(Vec::new, |memory| {
+                memory
+                    .records
+                    .iter()
+                    .filter(|record| indexes.binary_search(&record.index).is_ok())
+                    .cloned()
+                    .collect()
+            });
+            self.input(
+                Input::StorageDone(StorageDone::Read { log, records }),
+                source,
+            );
+        }
     }
 
     fn fail_storage(&mut self, source: &mut ByteSource) {
@@ -562,6 +594,7 @@ impl<'t> Runtime<'t> {
             memory.durable_through = memory.records.last().map_or(LogIndex(0), |last| last.index);
         }
         self.pending_syncs.clear();
+        self.pending_reads.clear();
         self.clients.clear();
         self.admin_waiting.clear();
     }
@@ -650,16 +683,19 @@ impl<'t> Runtime<'t> {
         let limits = &self.config.limits;
         let long_enough = Millis(limits.max_fetch_wait_ms + limits.max_ack_timeout_ms + 1);
         for _ in 0..QUIESCE_ROUNDS_MAX {
-            while !self.pending_syncs.is_empty() {
-                let (log, through) = self.pending_syncs.pop_front().expect("not empty");
-                if let Some(memory) = self.logs.get_mut(&log) {
-                    memory.durable_through = memory.durable_through.max(through);
-                    self.input(
-                        Input::StorageDone(StorageDone::Synced { log, through }),
-                        source,
-                    );
-                    self.check();
+            while !self.pending_syncs.is_empty() || !self.pending_reads.is_empty() {
+                if let Some((log, through)) = self.pending_syncs.pop_front() {
+                    if let Some(memory) = self.logs.get_mut(&log) {
+                        memory.durable_through = memory.durable_through.max(through);
+                        self.input(
+                            Input::StorageDone(StorageDone::Synced { log, through }),
+                            source,
+                        );
+                        self.check();
+                    }
                 }
+                self.complete_reads(source);
+                self.check();
             }
             let unanswered = self.clients.values().any(|client| !client.asked.is_empty());
             if !unanswered && self.admin_waiting.is_empty() {

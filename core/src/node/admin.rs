@@ -80,16 +80,9 @@ impl Node {
                 self.admin_when_durable(request, need, 200, json!({ "deleted": name }));
             }),
             ("POST", ["v1", "queues", name, "redrive"]) => query_number(&http.query, "max")
-                .and_then(|max_messages| self.redrive_queue(name, max_messages.unwrap_or(0)))
-                .map(|redrive| {
-                    let body = json!({ "moved": redrive.moved, "skipped": redrive.skipped });
-                    let body = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
-                    let action = WaiterAction::Admin {
-                        request,
-                        status: 200,
-                        body,
-                    };
-                    self.when_durable(&redrive.needs, action);
+                .and_then(|max_messages| {
+                    let reply = super::redrive::RedriveReply::Admin { request };
+                    self.start_redrive(reply, name, max_messages.unwrap_or(0))
                 }),
             ("POST", ["v1", "queues", name, "purge"]) => {
                 self.purge_queue(name).map(|(removed, need)| {
@@ -215,7 +208,7 @@ impl Node {
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();
         let counters = &self.counters;
-        let node_metrics: [(&str, &str, &str, u64); 8] = [
+        let node_metrics: [(&str, &str, &str, u64); 12] = [
             (
                 "krest_waiting_for_sync",
                 "gauge",
@@ -263,6 +256,30 @@ impl Node {
                 "gauge",
                 "1 if the node is fenced after a storage failure.",
                 u64::from(self.fenced.is_some()),
+            ),
+            (
+                "krest_payload_memory_bytes",
+                "gauge",
+                "Payload and header bytes of durable messages held in memory.",
+                self.payload_resident_bytes(),
+            ),
+            (
+                "krest_payload_reads_total",
+                "counter",
+                "Reads of payloads back from disk (storage.payload_memory_bytes).",
+                self.payload_reads.reads,
+            ),
+            (
+                "krest_payloads_read_total",
+                "counter",
+                "Payloads read back from disk.",
+                self.payload_reads.payloads,
+            ),
+            (
+                "krest_payload_read_bytes_total",
+                "counter",
+                "Bytes of the payloads read back from disk.",
+                self.payload_reads.bytes,
             ),
         ];
         for (name, kind, help, value) in node_metrics {

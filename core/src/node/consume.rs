@@ -446,8 +446,12 @@ impl Node {
             return;
         };
         queue_state.dispatch(now, &mut effects);
+        if !queue_state.payloads_wanted.is_empty() {
+            self.payloads_wanted_queues.insert(queue);
+        }
         self.rearm_delay_timer(queue);
         self.apply_effects(queue, effects);
+        self.account_payloads(queue);
     }
 
     fn rearm_delay_timer(&mut self, queue: QueueId) {

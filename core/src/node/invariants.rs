@@ -17,7 +17,11 @@
 //! - consumers and connections point at each other, at live queues and subscriptions, and agree
 //!   on pull and ack mode; only a pull consumer with a waiting fetch may take more messages;
 //! - logs: every durable queue has one and nothing else does; indexes are consecutive and every
-//!   waiter is registered on a log, while nothing waits once the node is fenced.
+//!   waiter is registered on a log, while nothing waits once the node is fenced;
+//! - payloads: a queue's `resident` set names exactly its durable messages with a payload in
+//!   memory, and the node's total is the sum of their sizes; only durable messages with a log
+//!   record are without a payload, and never one a subscription holds; the total stays within
+//!   `storage.payload_memory_bytes` plus what subscriptions hold (unless fenced).
 //!
 //! Queue bounds are not checked here: a restart with smaller defaults may leave a queue over
 //! them, and it only refuses (or drops) from then on.
@@ -46,6 +50,82 @@ impl Node {
         }
         self.check_consumers_and_connections();
         self.check_logs();
+        self.check_payloads();
+    }
+
+    /// The payload memory budget's bookkeeping: which payloads are in memory, their sum per
+    /// queue and in all, and that nothing held or undurable is without its payload.
+    fn check_payloads(&self) {
+        let mut total = 0;
+        let mut held_bytes = 0;
+        for queue in self.queues.values() {
+            let name = &queue.name;
+            let durable = queue.settings.kind.is_durable();
+            let held: BTreeSet<Sequence> = queue
+                .subscriptions
+                .values()
+                .flat_map(|subscription| {
+                    subscription
+                        .in_flight
+                        .keys()
+                        .chain(subscription.ready.keys())
+                        .chain(subscription.waiting.keys())
+                        .copied()
+                })
+                .collect();
+            let mut resident_bytes = 0;
+            let mut resident_count = 0;
+            for (sequence, message) in &queue.messages {
+                let resident = message.payload.is_some();
+                assert_eq!(
+                    resident && durable,
+                    queue.resident.contains(sequence),
+                    "queue {name} lists message {sequence} as resident exactly when it is"
+                );
+                if resident && durable {
+                    resident_bytes += message.size_bytes;
+                    resident_count += 1;
+                    if held.contains(sequence) {
+                        held_bytes += message.size_bytes;
+                    }
+                }
+                if !resident {
+                    assert!(durable, "temporary queue {name} keeps every payload");
+                    assert!(
+                        message.log_index.is_some(),
+                        "message {sequence} of {name} without payload has a record"
+                    );
+                    assert!(
+                        !held.contains(sequence),
+                        "message {sequence} of {name} is held, so its payload is in memory"
+                    );
+                }
+            }
+            assert_eq!(
+                queue.resident.len(),
+                resident_count,
+                "queue {name} lists only stored messages as resident"
+            );
+            assert_eq!(
+                queue.resident_bytes, resident_bytes,
+                "resident bytes of {name}"
+            );
+            assert_eq!(
+                queue.resident_bytes_counted, queue.resident_bytes,
+                "the node's total is up to date with queue {name}"
+            );
+            total += queue.resident_bytes;
+        }
+        assert_eq!(
+            self.payload_resident_bytes, total,
+            "the node's payload total"
+        );
+        let budget = self.config.storage.payload_memory_bytes;
+        assert!(
+            self.fenced.is_some() || total <= budget + held_bytes,
+            "payloads in memory ({total} bytes) stay within the budget ({budget}) plus what \
+             consumers hold ({held_bytes})"
+        );
     }
 
     fn check_queue_directory(&self) {
@@ -226,7 +306,7 @@ fn check_messages(queue: &Queue) {
     let bytes: u64 = queue
         .messages
         .values()
-        .map(|message| message.size_bytes())
+        .map(|message| message.size_bytes)
         .sum();
     assert_eq!(
         queue.bytes, bytes,

@@ -20,6 +20,7 @@ mod consume;
 mod idempotency;
 mod invariants;
 mod moved_dead_letters;
+mod payloads;
 mod persistence;
 mod publish;
 mod recovery;
@@ -92,6 +93,15 @@ pub struct Node {
     storage_metrics: storage_metrics::StorageMetrics,
     /// Emptied effect vectors kept for the next queue operation (see `take_effects`).
     spare_effects: crate::queue::Effects,
+    /// Sum of the queues' `resident_bytes_counted`: durable payload bytes in memory, held
+    /// near `storage.payload_memory_bytes` (see `payloads`).
+    payload_resident_bytes: u64,
+    /// Queues with a subscription stopped at a payload on disk: they get a read.
+    payloads_wanted_queues: BTreeSet<QueueId>,
+    /// Payload reads done and bytes they brought back, for metrics.
+    payload_reads: payloads::PayloadReadCounters,
+    /// Redrives waiting for payloads read back from disk.
+    parked_redrives: Vec<redrive::ParkedRedrive>,
 }
 
 impl Node {
@@ -133,6 +143,10 @@ impl Node {
             counters: NodeCounters::default(),
             storage_metrics: storage_metrics::StorageMetrics::default(),
             spare_effects: crate::queue::Effects::default(),
+            payload_resident_bytes: 0,
+            payloads_wanted_queues: BTreeSet::new(),
+            payload_reads: payloads::PayloadReadCounters::default(),
+            parked_redrives: Vec::new(),
         };
         node.recover(recovered)?;
         node.timers
@@ -266,9 +280,15 @@ impl Node {
             self.dispatch_queue(queue);
         }
         self.flush_logs();
+        // After the appends: a payload leaves memory only once its record is on its way to
+        // storage, and a read is ordered after the appends of the records it names.
+        self.request_payload_reads();
+        self.make_payload_room();
     }
 }
 
+#[cfg(test)]
+mod payload_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

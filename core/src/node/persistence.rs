@@ -264,6 +264,7 @@ impl Node {
                 sync_micros,
                 log_bytes,
             } => self.storage_metrics.record(log, sync_micros, log_bytes),
+            StorageDone::Read { log, records } => self.on_payloads_read(log, records),
             StorageDone::Failed { log, reason } => {
                 self.fence(format!("storage failed on log {}: {reason}", log.name()))
             }
@@ -342,6 +343,7 @@ impl Node {
         for (_, waiter) in waiters {
             self.fail_waiter(waiter.action, &message);
         }
+        self.fail_parked_redrives(None, ErrorCode::Unavailable, &message);
     }
 
     /// Turns a queue operation's effects into records, timers, deliveries and dead letters.

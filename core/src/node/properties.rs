@@ -291,7 +291,11 @@ fn message_id(payload: &[u8]) -> String {
 
 impl Scenario {
     fn new(settings: wire::QueueSettings) -> Scenario {
-        let mut harness = Harness::default_config();
+        // A payload budget of a few messages: most durable payloads are read back from the
+        // log before delivery, so every property covers that path too.
+        let mut config = crate::config::Config::default();
+        config.storage.payload_memory_bytes = 256;
+        let mut harness = Harness::new(config);
         let producer = harness.connect(0);
         let declared = harness.declare(producer, QUEUE, settings.clone());
         assert!(

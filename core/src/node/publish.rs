@@ -211,9 +211,10 @@ impl Node {
         let queue_state = self.queues.get_mut(&queue).expect("known queue");
         let sequence = queue_state.take_sequence();
         let durable = queue_state.settings.kind.is_durable();
+        let size_bytes = message_size_bytes(&accepted.payload, &accepted.headers);
         let mut message = Message {
             sequence,
-            payload: accepted.payload,
+            payload: Some(accepted.payload.clone()),
             headers: accepted.headers,
             deliver_at: accepted.deliver_at,
             published_at: now.wall,
@@ -221,6 +222,7 @@ impl Node {
             log_index: None,
             order_key: None,
             pending_subscriptions: 0,
+            size_bytes,
         };
         if durable {
             let (producer_id, producer_sequence) = message
@@ -230,7 +232,7 @@ impl Node {
             let record = QueueRecord {
                 body: Some(queue_record::Body::Publish(StoredMessage {
                     sequence: sequence.0,
-                    payload: message.payload.clone(),
+                    payload: accepted.payload,
                     headers: message.headers.clone(),
                     deliver_at_unix_ms: message.deliver_at.0,
                     published_at_unix_ms: message.published_at.0,
@@ -248,10 +250,16 @@ impl Node {
                 .push_back((index, sequence));
         }
         let log_index = message.log_index;
+        if durable && !self.payload_fits(size_bytes) {
+            // Beyond the payload memory budget: the record in the log is the only copy, read
+            // back just before delivery.
+            message.payload = None;
+        }
         self.queues
             .get_mut(&queue)
             .expect("known")
             .insert(message, now);
+        self.account_payloads(queue);
         self.dirty.insert(queue);
         Stored {
             queue,
@@ -334,7 +342,11 @@ impl Node {
                 value,
             });
         }
-        let payload = dead_letter.message.payload.clone();
+        let payload = dead_letter
+            .message
+            .payload
+            .clone()
+            .expect("a message being dead-lettered is held, so its payload is in memory");
         let size = message_size_bytes(&payload, &headers);
         let mut effects = Effects::default();
         let room = self

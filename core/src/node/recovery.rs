@@ -15,6 +15,7 @@ use super::persistence::LogState;
 use super::Node;
 use crate::ids::{LogIndex, ProducerId, QueueId, Sequence, SubscriptionId};
 use crate::io::{Command, LogId, LogRecord, Recovered, StorageRequest};
+use crate::queue::message::message_size_bytes;
 use crate::queue::{Message, OrderKey, Queue, QueueSettings};
 use crate::time::UnixMillis;
 
@@ -182,9 +183,11 @@ impl Node {
                         &stored.headers,
                         &stored.payload,
                     ));
+                    let size_bytes = message_size_bytes(&stored.payload, &stored.headers);
                     let message = Message {
                         sequence: Sequence(stored.sequence),
-                        payload: stored.payload,
+                        payload: Some(stored.payload),
+                        size_bytes,
                         headers: stored.headers,
                         deliver_at: UnixMillis(stored.deliver_at_unix_ms),
                         published_at: UnixMillis(stored.published_at_unix_ms),
@@ -193,7 +196,7 @@ impl Node {
                         order_key: None,
                         pending_subscriptions: 0,
                     };
-                    queue.bytes += message.size_bytes();
+                    queue.bytes += message.size_bytes;
                     queue.messages.insert(message.sequence, message);
                 }
                 Some(queue_record::Body::Acked(ack)) => {
@@ -221,7 +224,7 @@ impl Node {
                     }
                     for sequence in removed.sequences {
                         if let Some(message) = queue.messages.remove(&Sequence(sequence)) {
-                            queue.bytes -= message.size_bytes();
+                            queue.bytes -= message.size_bytes;
                         }
                     }
                 }
@@ -229,6 +232,11 @@ impl Node {
             }
         }
         queue.next_sequence = Sequence(next_sequence);
+        // Every payload is in memory now; flush makes room if they pass the budget.
+        for message in queue.messages.values() {
+            queue.resident.insert(message.sequence);
+            queue.resident_bytes += message.size_bytes;
+        }
         let is_delay = queue.is_delay();
         for message in queue.messages.values_mut() {
             let key = OrderKey {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use krest_proto::client::{server_frame, Header, RedriveOk};
+use krest_proto::client::{server_frame, ErrorCode, Header, RedriveOk};
 
 use super::persistence::WaiterAction;
 use super::publish::{
@@ -36,29 +36,157 @@ pub(super) struct Redrive {
     pub needs: Vec<(LogId, LogIndex)>,
 }
 
+/// Who waits for a redrive's answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RedriveReply {
+    /// A client's `RedriveQueue`.
+    Client { conn: ConnId, request_id: u64 },
+    /// `POST /v1/queues/NAME/redrive`.
+    Admin { request: crate::ids::AdminRequestId },
+}
+
+/// A redrive that reached a message whose payload is on disk: it goes on when the read is back.
+#[derive(Debug)]
+pub(super) struct ParkedRedrive {
+    reply: RedriveReply,
+    queue: QueueId,
+    /// Messages it may still move or skip.
+    remaining: u64,
+    done: Redrive,
+}
+
+/// Redrives waiting for payloads at once, at most.
+const PARKED_REDRIVES_MAX: usize = 64;
+
 impl Node {
     /// Copies up to `max_messages` (0: all) messages of dead-letter queue `name` back to their
-    /// sources; the dead-letter queue removes them once `needs` are durable.
-    pub(super) fn redrive_queue(
+    /// sources; the dead-letter queue removes them once the copies are durable. `reply` gets
+    /// the counts once every copy is durable; if some payloads are on disk, after they are read
+    /// back (the redrive then goes on from there).
+    pub(super) fn start_redrive(
         &mut self,
+        reply: RedriveReply,
         name: &str,
         max_messages: u64,
-    ) -> Result<Redrive, RequestError> {
-        let dead_letter_queue = self.queue_id(name)?;
+    ) -> Result<(), RequestError> {
+        let queue = self.queue_id(name)?;
         self.refuse_if_fenced()?;
-        let limit = if max_messages == 0 {
+        if self.parked_redrives.len() >= PARKED_REDRIVES_MAX {
+            return Err((
+                ErrorCode::LimitReached,
+                format!("{PARKED_REDRIVES_MAX} redrives already wait for payloads read back from disk; try again"),
+            ));
+        }
+        let remaining = if max_messages == 0 {
             u64::MAX
         } else {
             max_messages
         };
-        let candidates = self.redrive_candidates(dead_letter_queue, limit);
-        let mut redrive = Redrive::default();
+        let parked = ParkedRedrive {
+            reply,
+            queue,
+            remaining,
+            done: Redrive::default(),
+        };
+        self.continue_redrive(parked);
+        Ok(())
+    }
+
+    /// Payloads of `queue` came back from disk: the redrives waiting for them go on.
+    pub(super) fn resume_redrives(&mut self, queue: QueueId) {
+        if !self
+            .parked_redrives
+            .iter()
+            .any(|parked| parked.queue == queue)
+        {
+            return;
+        }
+        let (resumed, waiting) = std::mem::take(&mut self.parked_redrives)
+            .into_iter()
+            .partition(|parked| parked.queue == queue);
+        self.parked_redrives = waiting;
+        for parked in resumed {
+            self.continue_redrive(parked);
+        }
+    }
+
+    /// The queue of parked redrives is gone, or the node fenced: they answer with `reason`.
+    pub(super) fn fail_parked_redrives(
+        &mut self,
+        queue: Option<QueueId>,
+        code: ErrorCode,
+        reason: &str,
+    ) {
+        let (failed, waiting) = std::mem::take(&mut self.parked_redrives)
+            .into_iter()
+            .partition(|parked: &ParkedRedrive| queue.is_none_or(|queue| parked.queue == queue));
+        self.parked_redrives = waiting;
+        for parked in failed {
+            match parked.reply {
+                RedriveReply::Client { conn, request_id } => {
+                    self.send_error(conn, request_id, code, reason.to_string())
+                }
+                RedriveReply::Admin { request } => {
+                    self.admin_error(request, code, reason.to_string())
+                }
+            }
+        }
+    }
+
+    /// Moves messages until the limit, the end of the queue, or a payload on disk (then the
+    /// redrive parks until it is read back); answers once it is complete.
+    fn continue_redrive(&mut self, mut parked: ParkedRedrive) {
+        let on_disk = self.redrive_step(&mut parked);
+        if on_disk {
+            self.payloads_wanted_queues.insert(parked.queue);
+            self.parked_redrives.push(parked);
+            return;
+        }
+        let done = parked.done;
+        let action = match parked.reply {
+            RedriveReply::Client { conn, request_id } => {
+                let body = server_frame::Body::RedriveOk(RedriveOk {
+                    moved: done.moved,
+                    skipped: done.skipped,
+                });
+                WaiterAction::Client {
+                    conn,
+                    request_id,
+                    frame: Self::encode_reply(request_id, body),
+                    confirms: 0,
+                }
+            }
+            RedriveReply::Admin { request } => {
+                let body = serde_json::json!({ "moved": done.moved, "skipped": done.skipped });
+                WaiterAction::Admin {
+                    request,
+                    status: 200,
+                    body: serde_json::to_vec_pretty(&body).expect("JSON values serialise"),
+                }
+            }
+        };
+        self.when_durable(&done.needs, action);
+    }
+
+    /// One pass over the candidates; returns whether it stopped at a payload on disk (marked
+    /// wanted, so the node reads it and those after it back).
+    fn redrive_step(&mut self, parked: &mut ParkedRedrive) -> bool {
+        let dead_letter_queue = parked.queue;
+        let candidates = self.redrive_candidates(dead_letter_queue, parked.remaining);
         let mut moved = Vec::new();
+        let mut on_disk = false;
         for (sequence, source, payload, headers) in candidates {
+            let Some(payload) = payload else {
+                let queue_state = self.queues.get_mut(&dead_letter_queue).expect("named");
+                queue_state.payloads_wanted.insert(sequence);
+                on_disk = true;
+                break;
+            };
+            parked.remaining -= 1;
             let target = match source.and_then(|source| self.queue_id(&source).ok()) {
                 Some(target) if target != dead_letter_queue => target,
                 _ => {
-                    redrive.skipped += 1;
+                    parked.done.skipped += 1;
                     continue;
                 }
             };
@@ -71,7 +199,7 @@ impl Node {
                 .make_room(1, size, &mut effects);
             self.apply_effects(target, effects);
             if room.is_err() {
-                redrive.skipped += 1;
+                parked.done.skipped += 1;
                 continue;
             }
             let accepted = Accepted {
@@ -82,32 +210,35 @@ impl Node {
             };
             let stored = self.store_message(target, accepted);
             if let Some(index) = stored.log_index {
-                redrive.needs.push((LogId::Queue(target), index));
+                parked.done.needs.push((LogId::Queue(target), index));
             }
             if let Some(index) = self.queues[&target].declared_at {
-                redrive.needs.push((LogId::Metadata, index));
+                parked.done.needs.push((LogId::Metadata, index));
             }
             self.redriving.insert((dead_letter_queue, sequence));
             moved.push(sequence);
         }
-        redrive.moved = moved.len() as u64;
+        parked.done.moved += moved.len() as u64;
         if !moved.is_empty() {
+            let needs: Vec<(LogId, LogIndex)> = parked.done.needs.clone();
             let action = WaiterAction::FinishRedrive {
                 queue: dead_letter_queue,
                 sequences: moved,
             };
-            self.when_durable(&redrive.needs, action);
+            self.when_durable(&needs, action);
         }
-        Ok(redrive)
+        on_disk
     }
 
     /// The messages of `queue` no consumer holds and no redrive is moving, oldest first, with
-    /// their source queue's name and their payload and headers (dead-letter headers removed).
+    /// their source queue's name and their payload (`None`: on disk) and headers (dead-letter
+    /// headers removed).
+    #[allow(clippy::type_complexity)]
     fn redrive_candidates(
         &self,
         queue: QueueId,
         limit: u64,
-    ) -> Vec<(Sequence, Option<String>, bytes::Bytes, Vec<Header>)> {
+    ) -> Vec<(Sequence, Option<String>, Option<bytes::Bytes>, Vec<Header>)> {
         let queue_state = &self.queues[&queue];
         let held: BTreeSet<Sequence> = queue_state
             .subscriptions
@@ -167,22 +298,8 @@ impl Node {
         request_id: u64,
         request: krest_proto::client::RedriveQueue,
     ) -> Result<(), RequestError> {
-        let redrive = self.redrive_queue(&request.name, request.max_messages)?;
-        let body = server_frame::Body::RedriveOk(RedriveOk {
-            moved: redrive.moved,
-            skipped: redrive.skipped,
-        });
-        let frame = Self::encode_reply(request_id, body);
-        self.when_durable(
-            &redrive.needs,
-            WaiterAction::Client {
-                conn,
-                request_id,
-                frame,
-                confirms: 0,
-            },
-        );
-        Ok(())
+        let reply = RedriveReply::Client { conn, request_id };
+        self.start_redrive(reply, &request.name, request.max_messages)
     }
 }
 
@@ -278,7 +395,7 @@ mod tests {
             .values()
             .next()
             .unwrap();
-        assert_eq!(&copy.payload[..], b"poison");
+        assert_eq!(copy.payload.as_deref(), Some(&b"poison"[..]));
         assert!(copy
             .headers
             .iter()

@@ -187,7 +187,15 @@ impl Node {
                 format!("queue '{name}' was deleted"),
             );
         }
-        self.queues.remove(&id);
+        if let Some(deleted) = self.queues.remove(&id) {
+            self.payload_resident_bytes -= deleted.resident_bytes_counted;
+        }
+        self.payloads_wanted_queues.remove(&id);
+        self.fail_parked_redrives(
+            Some(id),
+            ErrorCode::QueueNotFound,
+            &format!("queue '{name}' was deleted during the redrive"),
+        );
         self.queue_names.remove(name);
         self.idempotency.forget_queue(id);
         let log = LogId::Queue(id);

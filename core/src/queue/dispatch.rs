@@ -43,6 +43,26 @@ pub struct SettleOutcome {
     pub unknown: u32,
 }
 
+/// What a subscription's cursor finds next.
+enum FirstDelivery {
+    /// This message, now at the cursor.
+    Ready(Sequence),
+    /// This message is next, but its payload must be read back first (the cursor stays).
+    OnDisk(Sequence),
+    /// Nothing deliverable (or due) yet.
+    Nothing,
+}
+
+/// Whether a stored message's payload is on disk only.
+fn payload_on_disk(
+    messages: &std::collections::BTreeMap<Sequence, super::Message>,
+    sequence: Sequence,
+) -> bool {
+    messages
+        .get(&sequence)
+        .is_some_and(|message| message.payload.is_none())
+}
+
 impl Queue {
     /// Attaches a consumer to a subscription.
     pub fn attach_consumer(
@@ -120,11 +140,25 @@ impl Queue {
                 let Some(consumer) = subscription.next_consumer() else {
                     break;
                 };
-                let next = match subscription.ready.pop_first() {
-                    Some((sequence, count)) => Some((sequence, count + 1)),
-                    None => self
-                        .next_first_delivery(id, now)
-                        .map(|sequence| (self.planted_swap(id, now, sequence, effects), 1)),
+                let next = match subscription.ready.first_key_value() {
+                    Some((&sequence, &count)) => {
+                        if payload_on_disk(&self.messages, sequence) {
+                            self.payloads_wanted.insert(sequence);
+                            break;
+                        }
+                        subscription.ready.pop_first();
+                        Some((sequence, count + 1))
+                    }
+                    None => match self.next_first_delivery(id, now) {
+                        FirstDelivery::Ready(sequence) => {
+                            Some((self.planted_swap(id, now, sequence, effects), 1))
+                        }
+                        FirstDelivery::OnDisk(sequence) => {
+                            self.payloads_wanted.insert(sequence);
+                            break;
+                        }
+                        FirstDelivery::Nothing => None,
+                    },
                 };
                 let Some((sequence, delivery_count)) = next else {
                     break;
@@ -139,35 +173,50 @@ impl Queue {
         }
     }
 
-    /// Advances the subscription's cursor to the next deliverable, due message.
-    fn next_first_delivery(&mut self, id: SubscriptionId, now: Now) -> Option<Sequence> {
+    /// Advances the subscription's cursor to the next deliverable, due message. The cursor
+    /// stays before a message whose payload is on disk: it is reported, to be read back first.
+    fn next_first_delivery(&mut self, id: SubscriptionId, now: Now) -> FirstDelivery {
         loop {
             let subscription = &self.subscriptions[&id];
             let cursor = subscription.cursor;
             let key = if self.is_delay() {
-                let key = *self
+                let Some(key) = self
                     .delay_index
                     .range((Bound::Excluded(cursor), Bound::Unbounded))
-                    .next()?;
+                    .next()
+                else {
+                    return FirstDelivery::Nothing;
+                };
                 let mut visible_until = now.wall;
                 if planted::active(PlantedBug::DeliverDelayedEarly) {
                     visible_until = visible_until + Millis(1_000);
                 }
                 if key.due > visible_until {
-                    return None;
+                    return FirstDelivery::Nothing;
                 }
-                key
+                *key
             } else {
-                let (_, message) = self.messages.range(cursor.sequence.next()..).next()?;
-                message.order_key?
+                let Some((_, message)) = self.messages.range(cursor.sequence.next()..).next()
+                else {
+                    return FirstDelivery::Nothing;
+                };
+                let Some(key) = message.order_key else {
+                    return FirstDelivery::Nothing;
+                };
+                key
             };
+            let skipped = subscription.skip.contains(&key.sequence);
+            if !skipped && payload_on_disk(&self.messages, key.sequence) {
+                return FirstDelivery::OnDisk(key.sequence);
+            }
             let subscription = self.subscriptions.get_mut(&id).expect("exists");
             subscription.cursor = key;
             self.due_high_water = self.due_high_water.max(key.due);
-            if subscription.skip.remove(&key.sequence) {
+            if skipped {
+                subscription.skip.remove(&key.sequence);
                 continue;
             }
-            return Some(key.sequence);
+            return FirstDelivery::Ready(key.sequence);
         }
     }
 
@@ -184,7 +233,7 @@ impl Queue {
         {
             return first;
         }
-        let Some(second) = self.next_first_delivery(id, now) else {
+        let FirstDelivery::Ready(second) = self.next_first_delivery(id, now) else {
             return first;
         };
         let queue = self.id;
@@ -233,7 +282,10 @@ impl Queue {
                     sequence: sequence.0,
                     delivery_count,
                 }),
-                payload: message.payload.clone(),
+                payload: message
+                    .payload
+                    .clone()
+                    .expect("dispatch delivers resident payloads only"),
                 headers: message.headers.clone(),
                 deliver_at_unix_ms: message.deliver_at.0,
                 published_at_unix_ms: message.published_at.0,
@@ -454,7 +506,8 @@ impl Queue {
         let Some(message) = self.messages.get_mut(&sequence) else {
             return;
         };
-        if message.published_at != published_at || message.payload != *payload {
+        // Recovery runs before any payload leaves memory, so both payloads are at hand.
+        if message.published_at != published_at || message.payload.as_ref() != Some(payload) {
             return;
         }
         let subscription = self.subscriptions.get_mut(&id).expect("named");

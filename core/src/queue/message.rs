@@ -20,8 +20,9 @@ pub struct OrderKey {
 pub struct Message {
     /// Its position.
     pub sequence: Sequence,
-    /// The body, shared without copying.
-    pub payload: Bytes,
+    /// The body, shared without copying; `None` while it lives only on disk (a durable
+    /// message beyond `storage.payload_memory_bytes`: it is read back before delivery).
+    pub payload: Option<Bytes>,
     /// Application headers.
     pub headers: Vec<Header>,
     /// Requested deliver-at (0: none).
@@ -37,13 +38,9 @@ pub struct Message {
     pub order_key: Option<OrderKey>,
     /// How many subscriptions have not acked it yet.
     pub pending_subscriptions: u32,
-}
-
-impl Message {
-    /// Payload plus header bytes: what limits count.
-    pub fn size_bytes(&self) -> u64 {
-        message_size_bytes(&self.payload, &self.headers)
-    }
+    /// Payload plus header bytes ([`message_size_bytes`]): what limits and the payload memory
+    /// budget count. Kept while the payload is on disk.
+    pub size_bytes: u64,
 }
 
 /// Payload plus header bytes of a message: what limits count.

@@ -11,10 +11,14 @@
 //! - `pending_subscriptions` of a message is the number of subscriptions that still need it; a
 //!   message no subscription needs is removed, unless the queue has no subscription at all (then
 //!   it is kept for the first one);
-//! - `bytes` is the sum of the stored messages' sizes.
+//! - `bytes` is the sum of the stored messages' sizes;
+//! - durable queues: `resident` names exactly the messages whose payload is in memory, and
+//!   `resident_bytes` is the sum of their sizes; a message in flight, ready or waiting for
+//!   redelivery is always resident (see `payloads`).
 
 pub mod dispatch;
 pub mod message;
+pub mod payloads;
 pub mod settings;
 pub mod subscription;
 
@@ -112,6 +116,19 @@ pub struct Queue {
     pub declared_at: Option<LogIndex>,
     /// Metrics.
     pub counters: QueueCounters,
+    /// Durable queues: the messages whose payload is in memory (the others are read back from
+    /// the log before delivery).
+    pub resident: BTreeSet<Sequence>,
+    /// Sum of the sizes of the messages in `resident`.
+    pub resident_bytes: u64,
+    /// `resident_bytes` as last added to the node's total (see `Node::account_payloads`).
+    pub resident_bytes_counted: u64,
+    /// Messages a subscription stopped at because their payload is on disk.
+    pub payloads_wanted: BTreeSet<Sequence>,
+    /// A read of payloads is out for this queue (one at a time).
+    pub payload_read_pending: bool,
+    /// Payloads were read back since the node last made room: evict other queues first.
+    pub payloads_read_recently: bool,
 }
 
 impl Queue {
@@ -131,6 +148,12 @@ impl Queue {
             delay_timer: None,
             declared_at: None,
             counters: QueueCounters::default(),
+            resident: BTreeSet::new(),
+            resident_bytes: 0,
+            resident_bytes_counted: 0,
+            payloads_wanted: BTreeSet::new(),
+            payload_read_pending: false,
+            payloads_read_recently: false,
         }
     }
 
@@ -201,8 +224,12 @@ impl Queue {
         );
         message.pending_subscriptions = self.subscriptions.len() as u32;
         message.order_key = None;
-        self.bytes += message.size_bytes();
+        self.bytes += message.size_bytes;
         let sequence = message.sequence;
+        if message.payload.is_some() && self.settings.kind.is_durable() {
+            self.resident.insert(sequence);
+            self.resident_bytes += message.size_bytes;
+        }
         self.messages.insert(sequence, message);
         self.counters.published += 1;
         if !self.settings.kind.is_durable() {
@@ -256,7 +283,11 @@ impl Queue {
         let Some(message) = self.messages.remove(&sequence) else {
             return;
         };
-        self.bytes -= message.size_bytes();
+        self.bytes -= message.size_bytes;
+        if self.resident.remove(&sequence) {
+            self.resident_bytes -= message.size_bytes;
+        }
+        self.payloads_wanted.remove(&sequence);
         if let Some(key) = message.order_key {
             self.delay_index.remove(&key);
         }

@@ -24,27 +24,54 @@ fn main() -> ExitCode {
 }
 
 /// Completes on SIGTERM or Ctrl-C. A second signal exits at once.
+///
+/// Both signal streams are registered before the first signal and kept for the second, so a
+/// second signal that comes right after the first is not lost.
 async fn shutdown_signal() {
-    wait_for_signal().await;
-    tokio::spawn(async {
-        wait_for_signal().await;
+    let mut signals = ShutdownSignals::register();
+    signals.next().await;
+    tokio::spawn(async move {
+        signals.next().await;
         eprintln!("krest-server: second signal, exiting now");
         std::process::exit(1);
     });
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered once.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                terminate: signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
+                interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -205,6 +205,14 @@ impl Simulation {
         let queues = queue_specs();
         let mut config = Config::default();
         config.storage.segment_bytes = between(&mut streams.disk, 4_096, 16_384);
+        // A quarter of the runs keep every durable payload in memory, the others keep none or
+        // a few kilobytes: their consumers read most payloads back from the (faulty) disk.
+        config.storage.payload_memory_bytes = match between(&mut streams.disk, 0, 3) {
+            0 => 0,
+            1 => 2_048,
+            2 => 16_384,
+            _ => config.storage.payload_memory_bytes,
+        };
         let nodes = (0..NODES)
             .map(|node| {
                 let mut config = config.clone();
