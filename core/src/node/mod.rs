@@ -152,6 +152,7 @@ impl Node {
         node.timers
             .arm(now.monotonic + HOUSEKEEPING_INTERVAL, Timer::Housekeeping);
         node.flush();
+        node.own_recovered_payloads();
         Ok(node)
     }
 
