@@ -218,14 +218,13 @@ impl Node {
             headers: accepted.headers,
             deliver_at: accepted.deliver_at,
             published_at: now.wall,
-            producer: accepted.producer,
             log_index: None,
             order_key: None,
             pending_subscriptions: 0,
             size_bytes,
         };
         if durable {
-            let (producer_id, producer_sequence) = message
+            let (producer_id, producer_sequence) = accepted
                 .producer
                 .map(|(producer, sequence)| (producer.0, sequence))
                 .unwrap_or_default();

@@ -191,7 +191,6 @@ impl Node {
                         headers: stored.headers,
                         deliver_at: UnixMillis(stored.deliver_at_unix_ms),
                         published_at: UnixMillis(stored.published_at_unix_ms),
-                        producer,
                         log_index: Some(record.index),
                         order_key: None,
                         pending_subscriptions: 0,

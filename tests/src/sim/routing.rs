@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use krest_core::ids::ConnId;
-use krest_core::{Command, Input};
+use krest_core::{Command, Input, StorageRequest};
 use krest_proto::client::{ClientFrame, ServerFrame};
 use krest_proto::frame::FrameDecoder;
 use prost::Message as _;
@@ -211,6 +211,10 @@ impl Simulation {
                 }
             }
             Command::Storage(request) => {
+                if matches!(request, StorageRequest::Read { .. }) {
+                    // Not a fault: shows that runs read payloads back from the faulty disk.
+                    self.count("payload-read");
+                }
                 if self.nodes[node].queue_storage(request) {
                     let epoch = self.nodes[node].epoch().expect("running");
                     let at = self.now_ms + between(&mut self.streams.disk, 0, 1);
