@@ -89,6 +89,18 @@ impl Idempotency {
         }
     }
 
+    /// The log index of the oldest publish record of `queue` that an entry still points at:
+    /// the log must keep it, since recovery rebuilds the table from those records. Costs
+    /// O(entries); the node asks only when it is about to let storage delete segments.
+    pub fn oldest_log_index(&self, queue: QueueId) -> Option<LogIndex> {
+        self.producers
+            .values()
+            .flat_map(|window| window.entries.values())
+            .filter(|stored| stored.queue == queue)
+            .filter_map(|stored| stored.log_index)
+            .min()
+    }
+
     /// Entries remembered.
     pub fn len(&self) -> usize {
         self.producers

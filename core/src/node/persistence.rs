@@ -39,6 +39,9 @@ pub(super) struct LogState {
     pub waiting: BTreeSet<(LogIndex, WaiterId)>,
     /// The last `DeleteSegmentsBelow` sent.
     pub deleted_below: LogIndex,
+    /// The first index the queue's messages needed when deletion was last considered (and
+    /// maybe held back by the idempotency table): it is considered again 1024 records later.
+    pub deletion_considered_at: LogIndex,
 }
 
 impl LogState {
@@ -496,6 +499,7 @@ impl Node {
             logs,
             queues,
             commands,
+            idempotency,
             ..
         } = self;
         for (log, state) in logs.iter_mut() {
@@ -516,14 +520,29 @@ impl Node {
                 commands.push_back(Command::Storage(StorageRequest::Append { log, records }));
                 commands.push_back(Command::Storage(StorageRequest::Sync { log }));
             }
-            if let Some(first_needed) = first_needed {
-                if first_needed.0 > state.deleted_below.0 + 1024 {
-                    state.deleted_below = first_needed;
-                    commands.push_back(Command::Storage(StorageRequest::DeleteSegmentsBelow {
-                        log,
-                        index: first_needed,
-                    }));
-                }
+            let Some(first_needed) = first_needed else {
+                continue;
+            };
+            let considered = state.deleted_below.max(state.deletion_considered_at);
+            if first_needed.0 <= considered.0 + 1024 {
+                continue;
+            }
+            state.deletion_considered_at = first_needed;
+            // Publish records of messages already gone still rebuild the idempotency table at
+            // recovery: a retry after a restart must find them (krest-sim seed
+            // 16548559470313174546 stored a retried message twice once they were deleted).
+            let LogId::Queue(queue) = log else {
+                continue;
+            };
+            let first_needed = idempotency
+                .oldest_log_index(queue)
+                .map_or(first_needed, |oldest| oldest.min(first_needed));
+            if first_needed.0 > state.deleted_below.0 + 1024 {
+                state.deleted_below = first_needed;
+                commands.push_back(Command::Storage(StorageRequest::DeleteSegmentsBelow {
+                    log,
+                    index: first_needed,
+                }));
             }
         }
     }

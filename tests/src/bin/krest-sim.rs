@@ -8,6 +8,8 @@
 //! krest-sim --regressions FILE   run every seed listed in FILE (one per line, # comments)
 //! krest-sim --planted-bugs       run each planted bug until a checker catches it (needs the
 //!                                planted-bugs feature); prints "caught X/Y"
+//! krest-sim --determinism 0..20  run each seed twice, on two threads at once, and check that
+//!                                both runs have the same trace hash and event count
 //! ```
 //!
 //! A failing seed prints its violations and the one command that replays it; the exit status
@@ -46,6 +48,9 @@ struct Arguments {
     /// Run every planted bug and report which the checkers caught.
     #[arg(long)]
     planted_bugs: bool,
+    /// Run each of the seeds A..B twice, side by side, and compare their traces.
+    #[arg(long, value_name = "A..B", value_parser = parse_range)]
+    determinism: Option<Range<u64>>,
     /// Switch on one planted bug by name for the seeds run.
     #[arg(long, value_name = "NAME")]
     planted: Option<String>,
@@ -111,6 +116,9 @@ fn run(arguments: Arguments) -> anyhow::Result<bool> {
     if arguments.planted_bugs {
         all_passed &= run_planted(options(0));
     }
+    if let Some(range) = arguments.determinism.clone() {
+        all_passed &= run_determinism(range, &options);
+    }
     if let Some(seed) = arguments.seed {
         let report = sim::run(options(seed));
         print_report(&report);
@@ -136,6 +144,40 @@ fn run(arguments: Arguments) -> anyhow::Result<bool> {
         all_passed &= run_many(random, Some(budget), &options, &arguments);
     }
     Ok(all_passed)
+}
+
+/// Runs every seed twice at once, on two threads, and checks that the two runs are one run:
+/// the same trace hash (every node input and command, in order), event count and verdict.
+fn run_determinism(range: Range<u64>, options: &(dyn Fn(u64) -> Options + Sync)) -> bool {
+    let started = Instant::now();
+    let mut differing = 0;
+    let count = range.end - range.start;
+    for seed in range {
+        let (first, second) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| sim::run(options(seed)));
+            let second = scope.spawn(|| sim::run(options(seed)));
+            (
+                first.join().expect("a run reports, it does not panic"),
+                second.join().expect("a run reports, it does not panic"),
+            )
+        });
+        let same = first.trace_hash == second.trace_hash
+            && first.events == second.events
+            && first.violations == second.violations;
+        if !same {
+            differing += 1;
+            println!(
+                "NOT DETERMINISTIC seed {seed}: trace {:016x} / {:016x}, events {} / {}",
+                first.trace_hash, second.trace_hash, first.events, second.events
+            );
+        }
+    }
+    println!(
+        "determinism: {} of {count} seeds replayed identically ({:.0} s)",
+        count - differing,
+        started.elapsed().as_secs_f64()
+    );
+    differing == 0
 }
 
 fn read_regressions(path: &PathBuf) -> anyhow::Result<Vec<u64>> {
