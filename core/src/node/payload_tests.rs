@@ -278,3 +278,30 @@ fn a_redrive_moves_every_dead_letter_even_when_their_payloads_are_on_disk() {
         "back in order, payloads intact"
     );
 }
+
+#[test]
+fn a_redrive_that_parks_counts_each_message_it_skips_once() {
+    let mut harness = harness_with_budget(2 * BODY_BYTES as u64);
+    let conn = harness.connect(0);
+    // Messages published straight to a queue name no source: a redrive skips every one.
+    harness.declare(conn, "stray", kind(WireKind::Persistent));
+    publish_numbered(&mut harness, conn, "stray", 0..40);
+    let on_disk = harness
+        .node
+        .queue("stray")
+        .expect("declared")
+        .messages
+        .values()
+        .filter(|message| message.payload.is_none())
+        .count();
+    assert!(on_disk >= 35, "{on_disk} of 40 on disk");
+    let (status, answer) = harness.admin("POST", "/v1/queues/stray/redrive", "");
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(
+        (answer["moved"].as_u64(), answer["skipped"].as_u64()),
+        (Some(0), Some(40)),
+        "each message skipped once, though the redrive parked for reads"
+    );
+    assert_eq!(harness.node.queue("stray").expect("stray").messages.len(), 40);
+}

@@ -73,15 +73,16 @@ impl Node {
             let Some(queue_state) = self.queues.get_mut(&queue) else {
                 continue;
             };
-            if queue_state.payload_read_pending {
+            if !queue_state.payload_read.is_empty() {
                 continue;
             }
-            let indexes = queue_state.payloads_to_read(READ_MESSAGES_MAX, READ_BYTES_MAX);
+            let wanted = queue_state.payloads_to_read(READ_MESSAGES_MAX, READ_BYTES_MAX);
             queue_state.payloads_wanted.clear();
-            if indexes.is_empty() {
+            if wanted.is_empty() {
                 continue;
             }
-            queue_state.payload_read_pending = true;
+            let indexes = wanted.iter().map(|(_, index)| *index).collect();
+            queue_state.payload_read = wanted;
             self.payload_reads.reads += 1;
             self.commands
                 .push_back(Command::Storage(StorageRequest::Read {
@@ -92,7 +93,8 @@ impl Node {
     }
 
     /// Storage read records back: put the payloads of the messages still stored in memory and
-    /// dispatch the queue again. A record that does not decode is corruption: the node fences.
+    /// dispatch the queue again. A record that does not decode, or a message asked for whose
+    /// payload did not come back, is corruption: the node fences.
     pub(super) fn on_payloads_read(&mut self, log: LogId, records: Vec<LogRecord>) {
         let LogId::Queue(queue) = log else {
             return;
@@ -100,7 +102,7 @@ impl Node {
         let Some(queue_state) = self.queues.get_mut(&queue) else {
             return; // deleted meanwhile
         };
-        queue_state.payload_read_pending = false;
+        let asked = std::mem::take(&mut queue_state.payload_read);
         let mut corrupt = None;
         for record in records {
             match QueueRecord::decode(record.body.clone()) {
@@ -130,6 +132,27 @@ impl Node {
                     break;
                 }
             }
+        }
+        // Every message asked for and still stored must have its payload back: a record that
+        // is missing, or is not that message's publish, is corruption, and reading it again
+        // would only loop.
+        if corrupt.is_none() {
+            let queue_state = self.queues.get(&queue).expect("looked up above");
+            corrupt = asked
+                .iter()
+                .find(|(sequence, index)| {
+                    queue_state.messages.get(sequence).is_some_and(|message| {
+                        message.payload.is_none() && message.log_index == Some(*index)
+                    })
+                })
+                .map(|(sequence, index)| {
+                    format!(
+                        "record {} of log {} read back is not the publish of message {}",
+                        index.0,
+                        log.name(),
+                        sequence.0
+                    )
+                });
         }
         self.dirty.insert(queue);
         self.account_payloads(queue);
@@ -180,7 +203,7 @@ impl Node {
                     .map(|(id, _)| *id);
                 let queue_state = self.queues.get_mut(&queue).expect("listed");
                 let reading =
-                    queue_state.payload_read_pending || queue_state.payloads_read_recently;
+                    !queue_state.payload_read.is_empty() || queue_state.payloads_read_recently;
                 if reading && !reading_too {
                     continue;
                 }

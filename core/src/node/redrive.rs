@@ -52,6 +52,9 @@ pub(super) struct ParkedRedrive {
     queue: QueueId,
     /// Messages it may still move or skip.
     remaining: u64,
+    /// The last message it moved or skipped: it goes on after it (a message skipped stays in
+    /// the queue and must not count twice).
+    after: Option<Sequence>,
     done: Redrive,
 }
 
@@ -86,6 +89,7 @@ impl Node {
             reply,
             queue,
             remaining,
+            after: None,
             done: Redrive::default(),
         };
         self.continue_redrive(parked);
@@ -172,7 +176,7 @@ impl Node {
     /// wanted, so the node reads it and those after it back).
     fn redrive_step(&mut self, parked: &mut ParkedRedrive) -> bool {
         let dead_letter_queue = parked.queue;
-        let candidates = self.redrive_candidates(dead_letter_queue, parked.remaining);
+        let candidates = self.redrive_candidates(dead_letter_queue, parked.after, parked.remaining);
         let mut moved = Vec::new();
         let mut on_disk = false;
         for (sequence, source, payload, headers) in candidates {
@@ -183,6 +187,7 @@ impl Node {
                 break;
             };
             parked.remaining -= 1;
+            parked.after = Some(sequence);
             let target = match source.and_then(|source| self.queue_id(&source).ok()) {
                 Some(target) if target != dead_letter_queue => target,
                 _ => {
@@ -230,13 +235,14 @@ impl Node {
         on_disk
     }
 
-    /// The messages of `queue` no consumer holds and no redrive is moving, oldest first, with
-    /// their source queue's name and their payload (`None`: on disk) and headers (dead-letter
-    /// headers removed).
+    /// The messages of `queue` after `after` that no consumer holds and no redrive is moving,
+    /// oldest first, up to `limit` and the first whose payload is on disk (`None`), with their
+    /// source queue's name and their headers (dead-letter headers removed).
     #[allow(clippy::type_complexity)]
     fn redrive_candidates(
         &self,
         queue: QueueId,
+        after: Option<Sequence>,
         limit: u64,
     ) -> Vec<(Sequence, Option<String>, Option<bytes::Bytes>, Vec<Header>)> {
         let queue_state = &self.queues[&queue];
@@ -245,12 +251,22 @@ impl Node {
             .values()
             .flat_map(|subscription| subscription.in_flight.keys().copied())
             .collect();
+        let from = after.map_or(Sequence(0), |after| after.next());
         queue_state
             .messages
-            .values()
+            .range(from..)
+            .map(|(_, message)| message)
             .filter(|message| !held.contains(&message.sequence))
             .filter(|message| !self.redriving.contains(&(queue, message.sequence)))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .scan(false, |past_disk, message| {
+                // Up to and including the first on disk: the redrive parks there.
+                if *past_disk {
+                    return None;
+                }
+                *past_disk = message.payload.is_none();
+                Some(message)
+            })
             .map(|message| {
                 let source = message
                     .headers

@@ -125,8 +125,9 @@ pub struct Queue {
     pub resident_bytes_counted: u64,
     /// Messages a subscription stopped at because their payload is on disk.
     pub payloads_wanted: BTreeSet<Sequence>,
-    /// A read of payloads is out for this queue (one at a time).
-    pub payload_read_pending: bool,
+    /// The read of payloads out for this queue (one at a time): each message asked for and
+    /// the index of its publish record. Empty when none is out.
+    pub payload_read: Vec<(Sequence, LogIndex)>,
     /// Payloads were read back since the node last made room: evict other queues first.
     pub payloads_read_recently: bool,
 }
@@ -152,7 +153,7 @@ impl Queue {
             resident_bytes: 0,
             resident_bytes_counted: 0,
             payloads_wanted: BTreeSet::new(),
-            payload_read_pending: false,
+            payload_read: Vec::new(),
             payloads_read_recently: false,
         }
     }

@@ -115,8 +115,13 @@ impl Queue {
     /// messages on disk that follow it in delivery order (sequence order, or deliver-at order
     /// in a delay queue), at most `messages_max` and, past the first, `bytes_max` bytes; then
     /// the other wanted messages within the same bounds. Ascending; empty when nothing is
-    /// wanted. Looks at no more than `4 × messages_max` messages after the first.
-    pub fn payloads_to_read(&self, messages_max: usize, bytes_max: u64) -> Vec<LogIndex> {
+    /// wanted. Looks at no more than `4 × messages_max` messages after the first. Each comes
+    /// with the index of its publish record, in ascending order of those.
+    pub fn payloads_to_read(
+        &self,
+        messages_max: usize,
+        bytes_max: u64,
+    ) -> Vec<(Sequence, LogIndex)> {
         let Some(first) = self.payloads_wanted.first().copied() else {
             return Vec::new();
         };
@@ -137,7 +142,7 @@ impl Queue {
         let candidates = std::iter::once(first)
             .chain(following.take(examined_max))
             .chain(self.payloads_wanted.iter().skip(1).copied());
-        let mut chosen: Vec<LogIndex> = Vec::new();
+        let mut chosen: Vec<(Sequence, LogIndex)> = Vec::new();
         let mut bytes = 0u64;
         for sequence in candidates {
             if chosen.len() >= messages_max || (!chosen.is_empty() && bytes >= bytes_max) {
@@ -147,13 +152,13 @@ impl Queue {
                 continue;
             };
             if let (None, Some(index)) = (&message.payload, message.log_index) {
-                if !chosen.contains(&index) {
+                if !chosen.contains(&(sequence, index)) {
                     bytes += message.size_bytes;
-                    chosen.push(index);
+                    chosen.push((sequence, index));
                 }
             }
         }
-        chosen.sort_unstable();
+        chosen.sort_unstable_by_key(|(_, index)| *index);
         chosen
     }
 }
