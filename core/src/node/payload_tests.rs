@@ -303,5 +303,8 @@ fn a_redrive_that_parks_counts_each_message_it_skips_once() {
         (Some(0), Some(40)),
         "each message skipped once, though the redrive parked for reads"
     );
-    assert_eq!(harness.node.queue("stray").expect("stray").messages.len(), 40);
+    assert_eq!(
+        harness.node.queue("stray").expect("stray").messages.len(),
+        40
+    );
 }
