@@ -169,11 +169,7 @@ impl Node {
     /// memory is what the budget counts.
     pub(super) fn own_recovered_payloads(&mut self) {
         for queue in self.queues.values_mut() {
-            for sequence in &queue.resident {
-                let message = queue
-                    .messages
-                    .get_mut(sequence)
-                    .expect("resident is stored");
+            for message in queue.messages.values_mut() {
                 if let Some(payload) = &mut message.payload {
                     *payload = Bytes::copy_from_slice(payload);
                 }

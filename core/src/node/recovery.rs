@@ -232,10 +232,7 @@ impl Node {
         }
         queue.next_sequence = Sequence(next_sequence);
         // Every payload is in memory now; flush makes room if they pass the budget.
-        for message in queue.messages.values() {
-            queue.resident.insert(message.sequence);
-            queue.resident_bytes += message.size_bytes;
-        }
+        queue.resident_bytes = queue.bytes;
         let is_delay = queue.is_delay();
         for message in queue.messages.values_mut() {
             let key = OrderKey {

@@ -142,7 +142,7 @@ impl Queue {
                 };
                 let next = match subscription.ready.first_key_value() {
                     Some((&sequence, &count)) => {
-                        if payload_on_disk(&self.messages, sequence) {
+                        if self.resident.is_some() && payload_on_disk(&self.messages, sequence) {
                             self.payloads_wanted.insert(sequence);
                             break;
                         }
@@ -206,7 +206,9 @@ impl Queue {
                 key
             };
             let skipped = subscription.skip.contains(&key.sequence);
-            if !skipped && payload_on_disk(&self.messages, key.sequence) {
+            // While `resident` is `None` every payload is in memory: no lookup needed.
+            if !skipped && self.resident.is_some() && payload_on_disk(&self.messages, key.sequence)
+            {
                 return FirstDelivery::OnDisk(key.sequence);
             }
             let subscription = self.subscriptions.get_mut(&id).expect("exists");

@@ -12,9 +12,9 @@
 //!   message no subscription needs is removed, unless the queue has no subscription at all (then
 //!   it is kept for the first one);
 //! - `bytes` is the sum of the stored messages' sizes;
-//! - durable queues: `resident` names exactly the messages whose payload is in memory, and
-//!   `resident_bytes` is the sum of their sizes; a message in flight, ready or waiting for
-//!   redelivery is always resident (see `payloads`).
+//! - durable queues: `resident` is `None` or names exactly the messages whose payload is in
+//!   memory (`None`: all of them), and `resident_bytes` is the sum of their sizes; a message
+//!   in flight, ready or waiting for redelivery is always resident (see `payloads`).
 
 pub mod dispatch;
 pub mod message;
@@ -116,9 +116,11 @@ pub struct Queue {
     pub declared_at: Option<LogIndex>,
     /// Metrics.
     pub counters: QueueCounters,
-    /// Durable queues: the messages whose payload is in memory (the others are read back from
-    /// the log before delivery).
-    pub resident: BTreeSet<Sequence>,
+    /// Durable queues: `None` while every message has its payload in memory (the usual case:
+    /// nothing to track, nothing to check before a delivery); from the first message whose
+    /// payload lives on disk only until the queue is empty, the messages whose payload is in
+    /// memory (the others are read back from the log before delivery).
+    pub resident: Option<BTreeSet<Sequence>>,
     /// Sum of the sizes of the messages in `resident`.
     pub resident_bytes: u64,
     /// `resident_bytes` as last added to the node's total (see `Node::account_payloads`).
@@ -149,7 +151,7 @@ impl Queue {
             delay_timer: None,
             declared_at: None,
             counters: QueueCounters::default(),
-            resident: BTreeSet::new(),
+            resident: None,
             resident_bytes: 0,
             resident_bytes_counted: 0,
             payloads_wanted: BTreeSet::new(),
@@ -227,9 +229,18 @@ impl Queue {
         message.order_key = None;
         self.bytes += message.size_bytes;
         let sequence = message.sequence;
-        if message.payload.is_some() && self.settings.kind.is_durable() {
-            self.resident.insert(sequence);
-            self.resident_bytes += message.size_bytes;
+        if self.settings.kind.is_durable() {
+            match &mut self.resident {
+                _ if message.payload.is_none() => {
+                    // The first message on disk: from now on, who is in memory is tracked.
+                    self.track_residents();
+                }
+                Some(resident) => {
+                    resident.insert(sequence);
+                    self.resident_bytes += message.size_bytes;
+                }
+                None => self.resident_bytes += message.size_bytes,
+            }
         }
         self.messages.insert(sequence, message);
         self.counters.published += 1;
@@ -285,8 +296,14 @@ impl Queue {
             return;
         };
         self.bytes -= message.size_bytes;
-        if self.resident.remove(&sequence) {
+        if message.payload.is_some() && self.settings.kind.is_durable() {
             self.resident_bytes -= message.size_bytes;
+            if let Some(resident) = &mut self.resident {
+                resident.remove(&sequence);
+            }
+        }
+        if self.messages.is_empty() {
+            self.resident = None;
         }
         self.payloads_wanted.remove(&sequence);
         if let Some(key) = message.order_key {

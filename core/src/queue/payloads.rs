@@ -33,9 +33,11 @@ impl Queue {
 
     /// Whether the message is stored without its payload.
     pub fn payload_on_disk(&self, sequence: Sequence) -> bool {
-        self.messages
-            .get(&sequence)
-            .is_some_and(|message| message.payload.is_none())
+        self.resident.is_some()
+            && self
+                .messages
+                .get(&sequence)
+                .is_some_and(|message| message.payload.is_none())
     }
 
     /// Puts back the payload read from the publish record at `log_index`. Returns whether it
@@ -72,10 +74,31 @@ impl Queue {
             return false;
         }
         message.payload = Some(payload);
-        self.resident.insert(sequence);
         self.resident_bytes += message.size_bytes;
+        self.track_residents().insert(sequence);
         self.payloads_read_recently = true;
         true
+    }
+
+    /// The set of messages with their payload in memory, built from the messages the first
+    /// time it is needed (while it is `None`, every message has its payload).
+    pub fn track_residents(&mut self) -> &mut std::collections::BTreeSet<Sequence> {
+        let messages = &self.messages;
+        self.resident.get_or_insert_with(|| {
+            messages
+                .iter()
+                .filter(|(_, message)| message.payload.is_some())
+                .map(|(sequence, _)| *sequence)
+                .collect()
+        })
+    }
+
+    /// Whether the message is kept in memory by this queue's tracking (`None`: all are).
+    pub fn tracked_as_resident(&self, sequence: Sequence) -> bool {
+        match &self.resident {
+            None => self.messages.contains_key(&sequence),
+            Some(resident) => resident.contains(&sequence),
+        }
     }
 
     /// Drops payloads, newest message first, until `bytes_wanted` are freed or nothing more
@@ -83,10 +106,16 @@ impl Queue {
     pub fn evict_payloads(&mut self, bytes_wanted: u64) -> u64 {
         let mut freed = 0;
         let mut below: Option<Sequence> = None;
+        if bytes_wanted > 0 && self.resident_bytes > 0 {
+            self.track_residents();
+        }
         while freed < bytes_wanted {
+            let Some(resident) = &self.resident else {
+                break;
+            };
             let candidate = match below {
-                None => self.resident.last().copied(),
-                Some(bound) => self.resident.range(..bound).next_back().copied(),
+                None => resident.last().copied(),
+                Some(bound) => resident.range(..bound).next_back().copied(),
             };
             let Some(sequence) = candidate else {
                 break;
@@ -104,9 +133,10 @@ impl Queue {
                 "only messages with a log record leave memory"
             );
             message.payload = None;
-            self.resident.remove(&sequence);
-            self.resident_bytes -= message.size_bytes;
-            freed += message.size_bytes;
+            let size_bytes = message.size_bytes;
+            self.track_residents().remove(&sequence);
+            self.resident_bytes -= size_bytes;
+            freed += size_bytes;
         }
         freed
     }
