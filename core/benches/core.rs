@@ -375,18 +375,16 @@ impl DelayBench {
         for _ in 0..count {
             let sequence = self.queue.take_sequence();
             let due = self.now.wall.0 + 1 + self.rng.below(self.horizon_ms);
-            let message = Message {
+            let message = Message::new(
                 sequence,
-                payload: Some(self.payload.clone()),
-                size_bytes: self.payload.len() as u64,
-                headers: Vec::new(),
-                deliver_at: UnixMillis(due),
-                published_at: self.now.wall,
-                log_index: None,
-                order_key: None,
-                pending_subscriptions: 0,
-            };
-            self.queue.insert(message, self.now);
+                Vec::new(),
+                UnixMillis(due),
+                self.now.wall,
+                None,
+                self.payload.len() as u64,
+            );
+            self.queue
+                .insert(message, Some(self.payload.clone()), self.now);
             self.queue.make_deliverable(sequence, self.now);
         }
     }
@@ -518,18 +516,16 @@ impl AckBench {
     fn refill(&mut self, count: u64) {
         for _ in 0..count {
             let sequence = self.queue.take_sequence();
-            let message = Message {
+            let message = Message::new(
                 sequence,
-                payload: Some(self.payload.clone()),
-                size_bytes: self.payload.len() as u64,
-                headers: Vec::new(),
-                deliver_at: UnixMillis(0),
-                published_at: self.now.wall,
-                log_index: None,
-                order_key: None,
-                pending_subscriptions: 0,
-            };
-            self.queue.insert(message, self.now);
+                Vec::new(),
+                UnixMillis(0),
+                self.now.wall,
+                None,
+                self.payload.len() as u64,
+            );
+            self.queue
+                .insert(message, Some(self.payload.clone()), self.now);
         }
         let mut effects = Effects::default();
         self.queue.dispatch(self.now, &mut effects);

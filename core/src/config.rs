@@ -283,6 +283,21 @@ impl Config {
         if limits.max_frame_bytes < 1024 {
             return fail("limits.max_frame_bytes", "must be at least 1024");
         }
+        // A message's size (payload plus headers, dead-letter headers included) is kept in 32
+        // bits: frames stay well below 4 GiB.
+        if limits.max_frame_bytes > 1 << 30 {
+            return fail(
+                "limits.max_frame_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
+        }
+        // A message counts its pending subscriptions in 16 bits.
+        if limits.max_subscriptions_per_queue > u32::from(u16::MAX) {
+            return fail(
+                "limits.max_subscriptions_per_queue",
+                "must be at most 65535",
+            );
+        }
         if u64::from(limits.max_message_bytes) + 1024 > u64::from(limits.max_frame_bytes) {
             return fail(
                 "limits.max_message_bytes",
@@ -420,6 +435,27 @@ mod tests {
         assert!(config.set("limits.nothing", "1").is_err());
         config.set("limits.max_queues", "0").unwrap();
         assert_eq!(config.validate().unwrap_err().key, "limits.max_queues");
+    }
+
+    #[test]
+    fn limits_that_would_overflow_a_message_entry_are_refused() {
+        let mut config = Config::default();
+        config
+            .set("limits.max_subscriptions_per_queue", "65536")
+            .unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "limits.max_subscriptions_per_queue"
+        );
+        let mut config = Config::default();
+        config.set("limits.max_frame_bytes", "2147483648").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "limits.max_frame_bytes");
+        let mut config = Config::default();
+        config
+            .set("limits.max_subscriptions_per_queue", "65535")
+            .unwrap();
+        config.set("limits.max_frame_bytes", "1073741824").unwrap();
+        config.validate().expect("the largest values allowed");
     }
 
     #[test]

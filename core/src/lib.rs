@@ -18,6 +18,8 @@
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod test_alloc;
 
 pub mod config;
 pub mod driver;

@@ -75,42 +75,34 @@ impl Node {
                 .collect();
             let mut resident_bytes = 0;
             let mut resident_count = 0;
-            for (sequence, message) in &queue.messages {
-                let resident = message.payload.is_some();
-                if durable {
-                    assert_eq!(
-                        resident,
-                        queue.tracked_as_resident(*sequence),
-                        "queue {name} tracks message {sequence} as resident exactly when it is"
-                    );
+            for (sequence, message) in queue.messages.iter() {
+                let resident = queue.payloads.contains_key(sequence);
+                if resident {
+                    resident_count += 1;
                 }
                 if resident && durable {
-                    resident_bytes += message.size_bytes;
-                    resident_count += 1;
-                    if held.contains(sequence) {
-                        held_bytes += message.size_bytes;
+                    resident_bytes += message.size_bytes();
+                    if held.contains(&sequence) {
+                        held_bytes += message.size_bytes();
                     }
                 }
                 if !resident {
                     assert!(durable, "temporary queue {name} keeps every payload");
                     assert!(
-                        message.log_index.is_some(),
+                        message.log_index().is_some(),
                         "message {sequence} of {name} without payload has a record"
                     );
                     assert!(
-                        !held.contains(sequence),
+                        !held.contains(&sequence),
                         "message {sequence} of {name} is held, so its payload is in memory"
                     );
                 }
             }
-            if let Some(tracked) = &queue.resident {
-                assert!(durable, "only durable queue {name} tracks payloads");
-                assert_eq!(
-                    tracked.len(),
-                    resident_count,
-                    "queue {name} tracks only stored messages as resident"
-                );
-            }
+            assert_eq!(
+                queue.payloads.len(),
+                resident_count,
+                "queue {name} keeps payloads of stored messages only"
+            );
             assert_eq!(
                 queue.resident_bytes, resident_bytes,
                 "resident bytes of {name}"
@@ -311,7 +303,7 @@ fn check_messages(queue: &Queue) {
     let bytes: u64 = queue
         .messages
         .values()
-        .map(|message| message.size_bytes)
+        .map(|message| message.size_bytes())
         .sum();
     assert_eq!(
         queue.bytes, bytes,
@@ -320,23 +312,23 @@ fn check_messages(queue: &Queue) {
     let mut hidden_seen = false;
     // The delay index must hold exactly the visible keys: each is in it, and it has no more.
     let mut visible: usize = 0;
-    for (sequence, message) in &queue.messages {
+    for (sequence, message) in queue.messages.iter() {
         assert_eq!(
-            message.sequence, *sequence,
+            message.sequence, sequence,
             "queue {name} files {sequence} by sequence"
         );
         assert!(
-            *sequence < queue.next_sequence,
+            sequence < queue.next_sequence,
             "{sequence} of {name} was taken"
         );
-        match message.order_key {
+        match message.order_key() {
             None => hidden_seen = true,
             Some(key) => {
                 assert!(
                     !hidden_seen,
                     "{sequence} of {name} is visible after a hidden one"
                 );
-                assert_eq!(key.sequence, *sequence);
+                assert_eq!(key.sequence, sequence);
                 if queue.is_delay() {
                     assert!(
                         key.due >= message.deliver_at,
@@ -359,10 +351,11 @@ fn check_messages(queue: &Queue) {
         let needing = queue
             .subscriptions
             .values()
-            .filter(|subscription| subscription.needs(message.sequence, message.order_key))
-            .count() as u32;
+            .filter(|subscription| subscription.needs(message.sequence, message.order_key()))
+            .count();
         assert_eq!(
-            message.pending_subscriptions, needing,
+            usize::from(message.pending_subscriptions),
+            needing,
             "pending subscriptions of {sequence} of queue {name}"
         );
         if !queue.subscriptions.is_empty() {
@@ -414,10 +407,10 @@ fn check_subscription(queue: &Queue, subscription: &Subscription) {
     let delivered = |sequence: &Sequence| {
         let message = queue
             .messages
-            .get(sequence)
+            .get(*sequence)
             .unwrap_or_else(|| panic!("{sequence} held by subscription {id} is stored"));
         message
-            .order_key
+            .order_key()
             .is_some_and(|key| key <= subscription.cursor)
     };
     let mut named: BTreeSet<Sequence> = BTreeSet::new();

@@ -111,8 +111,8 @@ impl Node {
                 }) => {
                     let size = queue_state
                         .messages
-                        .get(&Sequence(stored.sequence))
-                        .map_or(0, |message| message.size_bytes);
+                        .get(Sequence(stored.sequence))
+                        .map_or(0, |message| message.size_bytes());
                     if queue_state.fill_payload(
                         Sequence(stored.sequence),
                         record.index,
@@ -141,8 +141,9 @@ impl Node {
             corrupt = asked
                 .iter()
                 .find(|(sequence, index)| {
-                    queue_state.messages.get(sequence).is_some_and(|message| {
-                        message.payload.is_none() && message.log_index == Some(*index)
+                    queue_state.messages.get(*sequence).is_some_and(|message| {
+                        !queue_state.payloads.contains_key(*sequence)
+                            && message.log_index() == Some(*index)
                     })
                 })
                 .map(|(sequence, index)| {
@@ -169,10 +170,8 @@ impl Node {
     /// memory is what the budget counts.
     pub(super) fn own_recovered_payloads(&mut self) {
         for queue in self.queues.values_mut() {
-            for message in queue.messages.values_mut() {
-                if let Some(payload) = &mut message.payload {
-                    *payload = Bytes::copy_from_slice(payload);
-                }
+            for payload in queue.payloads.values_mut() {
+                *payload = Bytes::copy_from_slice(payload);
             }
         }
     }

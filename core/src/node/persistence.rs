@@ -434,7 +434,7 @@ impl Node {
         let mut by_subscription: BTreeMap<SubscriptionId, Vec<u64>> = BTreeMap::new();
         for (subscription, sequence) in acked {
             // An ack of a message removed in the same operation needs no record of its own.
-            if queue_state.messages.contains_key(sequence) {
+            if queue_state.messages.contains_key(*sequence) {
                 by_subscription
                     .entry(*subscription)
                     .or_default()
@@ -510,7 +510,7 @@ impl Node {
                         .messages
                         .values()
                         .next()
-                        .and_then(|message| message.log_index)
+                        .and_then(|message| message.log_index())
                         .unwrap_or(state.next_index)
                 }),
                 LogId::Metadata => None,

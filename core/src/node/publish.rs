@@ -212,17 +212,7 @@ impl Node {
         let sequence = queue_state.take_sequence();
         let durable = queue_state.settings.kind.is_durable();
         let size_bytes = message_size_bytes(&accepted.payload, &accepted.headers);
-        let mut message = Message {
-            sequence,
-            payload: Some(accepted.payload.clone()),
-            headers: accepted.headers,
-            deliver_at: accepted.deliver_at,
-            published_at: now.wall,
-            log_index: None,
-            order_key: None,
-            pending_subscriptions: 0,
-            size_bytes,
-        };
+        let mut log_index = None;
         if durable {
             let (producer_id, producer_sequence) = accepted
                 .producer
@@ -231,33 +221,38 @@ impl Node {
             let record = QueueRecord {
                 body: Some(queue_record::Body::Publish(StoredMessage {
                     sequence: sequence.0,
-                    payload: accepted.payload,
-                    headers: message.headers.clone(),
-                    deliver_at_unix_ms: message.deliver_at.0,
-                    published_at_unix_ms: message.published_at.0,
+                    payload: accepted.payload.clone(),
+                    headers: accepted.headers.clone(),
+                    deliver_at_unix_ms: accepted.deliver_at.0,
+                    published_at_unix_ms: now.wall.0,
                     producer_id,
                     producer_sequence,
                 })),
             };
             let log = LogId::Queue(queue);
             let index = self.append_record(log, Bytes::from(record.encode_to_vec()));
-            message.log_index = Some(index);
+            log_index = Some(index);
             self.logs
                 .get_mut(&log)
                 .expect("durable queues have logs")
                 .deliverable_after_sync
                 .push_back((index, sequence));
         }
-        let log_index = message.log_index;
-        if durable && !self.payload_fits(size_bytes) {
-            // Beyond the payload memory budget: the record in the log is the only copy, read
-            // back just before delivery.
-            message.payload = None;
-        }
+        // Beyond the payload memory budget, the record in the log is the only copy, read back
+        // just before delivery.
+        let payload = (!durable || self.payload_fits(size_bytes)).then_some(accepted.payload);
+        let message = Message::new(
+            sequence,
+            accepted.headers,
+            accepted.deliver_at,
+            now.wall,
+            log_index,
+            size_bytes,
+        );
         self.queues
             .get_mut(&queue)
             .expect("known")
-            .insert(message, now);
+            .insert(message, payload, now);
         self.account_payloads(queue);
         self.dirty.insert(queue);
         Stored {
@@ -321,7 +316,7 @@ impl Node {
                 return;
             }
         };
-        let mut headers = dead_letter.message.headers.clone();
+        let mut headers = dead_letter.message.headers().to_vec();
         for (key, value) in [
             (HEADER_DEAD_LETTER_REASON, dead_letter.reason.to_string()),
             (HEADER_DEAD_LETTER_SOURCE, source_name),
@@ -341,11 +336,7 @@ impl Node {
                 value,
             });
         }
-        let payload = dead_letter
-            .message
-            .payload
-            .clone()
-            .expect("a message being dead-lettered is held, so its payload is in memory");
+        let payload = dead_letter.payload;
         let size = message_size_bytes(&payload, &headers);
         let mut effects = Effects::default();
         let room = self

@@ -184,18 +184,16 @@ impl Node {
                         &stored.payload,
                     ));
                     let size_bytes = message_size_bytes(&stored.payload, &stored.headers);
-                    let message = Message {
-                        sequence: Sequence(stored.sequence),
-                        payload: Some(stored.payload),
+                    let message = Message::new(
+                        Sequence(stored.sequence),
+                        stored.headers,
+                        UnixMillis(stored.deliver_at_unix_ms),
+                        UnixMillis(stored.published_at_unix_ms),
+                        Some(record.index),
                         size_bytes,
-                        headers: stored.headers,
-                        deliver_at: UnixMillis(stored.deliver_at_unix_ms),
-                        published_at: UnixMillis(stored.published_at_unix_ms),
-                        log_index: Some(record.index),
-                        order_key: None,
-                        pending_subscriptions: 0,
-                    };
-                    queue.bytes += message.size_bytes;
+                    );
+                    queue.bytes += message.size_bytes();
+                    queue.payloads.insert(message.sequence, stored.payload);
                     queue.messages.insert(message.sequence, message);
                 }
                 Some(queue_record::Body::Acked(ack)) => {
@@ -222,8 +220,9 @@ impl Node {
                         continue;
                     }
                     for sequence in removed.sequences {
-                        if let Some(message) = queue.messages.remove(&Sequence(sequence)) {
-                            queue.bytes -= message.size_bytes;
+                        if let Some(message) = queue.messages.remove(Sequence(sequence)) {
+                            queue.bytes -= message.size_bytes();
+                            queue.payloads.remove(Sequence(sequence));
                         }
                     }
                 }
@@ -243,7 +242,7 @@ impl Node {
                 },
                 sequence: message.sequence,
             };
-            message.order_key = Some(key);
+            message.set_order_due(Some(key.due));
             if is_delay {
                 queue.delay_index.insert(key);
             }
@@ -256,7 +255,7 @@ impl Node {
                 continue;
             };
             for sequence in acked {
-                if let Some(message) = queue.messages.get_mut(sequence) {
+                if let Some(message) = queue.messages.get_mut(*sequence) {
                     message.pending_subscriptions -= 1;
                     queue
                         .subscriptions

@@ -264,22 +264,23 @@ impl Node {
                 if *past_disk {
                     return None;
                 }
-                *past_disk = message.payload.is_none();
+                *past_disk = !queue_state.payloads.contains_key(message.sequence);
                 Some(message)
             })
             .map(|message| {
                 let source = message
-                    .headers
+                    .headers()
                     .iter()
                     .find(|header| header.key == HEADER_DEAD_LETTER_SOURCE)
                     .map(|header| header.value.clone());
                 let headers = message
-                    .headers
+                    .headers()
                     .iter()
                     .filter(|header| !is_dead_letter_header(&header.key))
                     .cloned()
                     .collect();
-                (message.sequence, source, message.payload.clone(), headers)
+                let payload = queue_state.payloads.get(message.sequence).cloned();
+                (message.sequence, source, payload, headers)
             })
             .collect()
     }
@@ -403,17 +404,17 @@ mod tests {
             "a message being redriven is not copied twice: {second:?}"
         );
         assert!(harness.node.queue("q.dlq").unwrap().messages.is_empty());
-        let copy = harness
-            .node
-            .queue("q")
-            .unwrap()
-            .messages
-            .values()
-            .next()
-            .unwrap();
-        assert_eq!(copy.payload.as_deref(), Some(&b"poison"[..]));
+        let source = harness.node.queue("q").unwrap();
+        let copy = source.messages.values().next().unwrap();
+        assert_eq!(
+            source
+                .payloads
+                .get(copy.sequence)
+                .map(|payload| &payload[..]),
+            Some(&b"poison"[..])
+        );
         assert!(copy
-            .headers
+            .headers()
             .iter()
             .all(|header| !header.key.starts_with("krest-")));
     }

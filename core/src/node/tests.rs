@@ -181,9 +181,14 @@ fn after_max_deliveries_a_message_moves_to_the_dead_letter_queue_with_its_reason
         .queue("q.dlq")
         .expect("dead-letter queue created");
     let letter = dead.messages.values().next().expect("one dead letter");
-    assert_eq!(letter.payload.as_deref(), Some(&b"poison"[..]));
+    assert_eq!(
+        dead.payloads
+            .get(letter.sequence)
+            .map(|payload| &payload[..]),
+        Some(&b"poison"[..])
+    );
     let reason = letter
-        .headers
+        .headers()
         .iter()
         .find(|h| h.key == "krest-dead-letter-reason")
         .unwrap();
@@ -212,7 +217,7 @@ fn after_max_deliveries_a_message_moves_to_the_dead_letter_queue_with_its_reason
         .values()
         .next()
         .unwrap()
-        .headers;
+        .headers();
     assert!(reason
         .iter()
         .any(|h| h.key == "krest-dead-letter-reason" && h.value == "rejected"));
@@ -321,9 +326,9 @@ fn a_full_queue_rejects_or_drops_the_oldest_by_policy() {
         .node
         .queue("loose")
         .unwrap()
-        .messages
+        .payloads
         .values()
-        .map(|m| m.payload.clone().expect("in memory"))
+        .cloned()
         .collect();
     assert_eq!(loose, [&b"2"[..], &b"3"[..]]);
     harness.restart();
@@ -331,9 +336,9 @@ fn a_full_queue_rejects_or_drops_the_oldest_by_policy() {
         .node
         .queue("loose")
         .unwrap()
-        .messages
+        .payloads
         .values()
-        .map(|m| m.payload.clone().expect("in memory"))
+        .cloned()
         .collect();
     assert_eq!(loose, [&b"2"[..], &b"3"[..]], "the drop survives a restart");
 }

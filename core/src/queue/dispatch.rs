@@ -4,10 +4,12 @@
 //! a delay queue); redeliveries (`ready`) go first, lowest sequence first. Consumers of one
 //! subscription are served round robin while they have capacity.
 
+use bytes::Bytes;
 use krest_proto::client::{Delivery, DeliveryTag};
 use krest_proto::storage::RemoveReason;
 use std::ops::Bound;
 
+use super::table::SeqRing;
 use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
 use crate::planted::{self, PlantedBug};
@@ -53,14 +55,19 @@ enum FirstDelivery {
     Nothing,
 }
 
-/// Whether a stored message's payload is on disk only.
+/// A message a subscription holds keeps its payload in memory (see `payloads`).
+const HELD_PAYLOAD: &str = "a held message keeps its payload in memory";
+
+/// Whether a stored message's payload is on disk only. The usual answer, every payload in
+/// memory, costs two loads: the tables have the same length.
 fn payload_on_disk(
-    messages: &std::collections::BTreeMap<Sequence, super::Message>,
+    messages: &SeqRing<super::Message>,
+    payloads: &SeqRing<Bytes>,
     sequence: Sequence,
 ) -> bool {
-    messages
-        .get(&sequence)
-        .is_some_and(|message| message.payload.is_none())
+    payloads.len() < messages.len()
+        && messages.contains_key(sequence)
+        && !payloads.contains_key(sequence)
 }
 
 impl Queue {
@@ -118,6 +125,7 @@ impl Queue {
                 max_deliveries,
                 subscription,
                 &self.messages,
+                &self.payloads,
                 sequence,
                 effects,
             );
@@ -142,7 +150,7 @@ impl Queue {
                 };
                 let next = match subscription.ready.first_key_value() {
                     Some((&sequence, &count)) => {
-                        if self.resident.is_some() && payload_on_disk(&self.messages, sequence) {
+                        if payload_on_disk(&self.messages, &self.payloads, sequence) {
                             self.payloads_wanted.insert(sequence);
                             break;
                         }
@@ -200,15 +208,13 @@ impl Queue {
                 else {
                     return FirstDelivery::Nothing;
                 };
-                let Some(key) = message.order_key else {
+                let Some(key) = message.order_key() else {
                     return FirstDelivery::Nothing;
                 };
                 key
             };
             let skipped = subscription.skip.contains(&key.sequence);
-            // While `resident` is `None` every payload is in memory: no lookup needed.
-            if !skipped && self.resident.is_some() && payload_on_disk(&self.messages, key.sequence)
-            {
+            if !skipped && payload_on_disk(&self.messages, &self.payloads, key.sequence) {
                 return FirstDelivery::OnDisk(key.sequence);
             }
             let subscription = self.subscriptions.get_mut(&id).expect("exists");
@@ -266,7 +272,7 @@ impl Queue {
         let ack_timeout = self.settings.ack_timeout;
         let message = self
             .messages
-            .get_mut(&sequence)
+            .get_mut(sequence)
             .expect("deliverable messages are stored");
         let subscription = self.subscriptions.get_mut(&id).expect("exists");
         let state = subscription
@@ -284,11 +290,12 @@ impl Queue {
                     sequence: sequence.0,
                     delivery_count,
                 }),
-                payload: message
-                    .payload
-                    .clone()
+                payload: self
+                    .payloads
+                    .get(sequence)
+                    .cloned()
                     .expect("dispatch delivers resident payloads only"),
-                headers: message.headers.clone(),
+                headers: message.headers().to_vec(),
                 deliver_at_unix_ms: message.deliver_at.0,
                 published_at_unix_ms: message.published_at.0,
             },
@@ -374,8 +381,9 @@ impl Queue {
             release_in_flight(queue, subscription, sequence, &in_flight, effects);
             let message = self
                 .messages
-                .get_mut(&sequence)
+                .get_mut(sequence)
                 .expect("in-flight messages are stored");
+            let payload = self.payloads.get(sequence).expect(HELD_PAYLOAD);
             match action {
                 SettleAction::Ack => {
                     self.counters.acked += 1;
@@ -390,7 +398,7 @@ impl Queue {
                         queue,
                         max_deliveries,
                         subscription,
-                        message,
+                        (message, payload),
                         in_flight.delivery_count,
                         due,
                         effects,
@@ -400,6 +408,7 @@ impl Queue {
                     start_dead_letter(
                         subscription,
                         message,
+                        payload,
                         in_flight.delivery_count,
                         "rejected",
                         effects,
@@ -445,6 +454,7 @@ impl Queue {
             max_deliveries,
             subscription,
             &self.messages,
+            &self.payloads,
             sequence,
             effects,
         );
@@ -484,7 +494,7 @@ impl Queue {
         self.counters.dead_lettered += 1;
         let message = self
             .messages
-            .get_mut(&sequence)
+            .get_mut(sequence)
             .expect("in-flight messages are stored");
         if record_ack(subscription, message, effects) {
             self.remove_message(sequence, RemoveReason::DeadLettered, effects);
@@ -505,18 +515,18 @@ impl Queue {
         let Some(id) = self.subscription_names.get(subscription_name).copied() else {
             return;
         };
-        let Some(message) = self.messages.get_mut(&sequence) else {
+        let Some(message) = self.messages.get_mut(sequence) else {
             return;
         };
         // Recovery runs before any payload leaves memory, so both payloads are at hand.
-        if message.published_at != published_at || message.payload.as_ref() != Some(payload) {
+        if message.published_at != published_at || self.payloads.get(sequence) != Some(payload) {
             return;
         }
         let subscription = self.subscriptions.get_mut(&id).expect("named");
         let undelivered = message
-            .order_key
+            .order_key()
             .is_none_or(|key| key > subscription.cursor);
-        if !undelivered || !subscription.needs(sequence, message.order_key) {
+        if !undelivered || !subscription.needs(sequence, message.order_key()) {
             return;
         }
         subscription.skip.insert(sequence);
@@ -548,7 +558,7 @@ impl Queue {
         };
         self.messages
             .values()
-            .filter(|message| subscription.needs(message.sequence, message.order_key))
+            .filter(|message| subscription.needs(message.sequence, message.order_key()))
             .count() as u64
     }
 }
@@ -578,7 +588,8 @@ fn take_back(
     queue: crate::ids::QueueId,
     max_deliveries: u32,
     subscription: &mut Subscription,
-    messages: &std::collections::BTreeMap<Sequence, super::Message>,
+    messages: &SeqRing<super::Message>,
+    payloads: &SeqRing<Bytes>,
     sequence: Sequence,
     effects: &mut Effects,
 ) {
@@ -587,13 +598,13 @@ fn take_back(
     };
     release_in_flight(queue, subscription, sequence, &in_flight, effects);
     let message = messages
-        .get(&sequence)
+        .get(sequence)
         .expect("in-flight messages are stored");
     return_to_queue(
         queue,
         max_deliveries,
         subscription,
-        message,
+        (message, payloads.get(sequence).expect(HELD_PAYLOAD)),
         in_flight.delivery_count,
         None,
         effects,
@@ -606,7 +617,7 @@ fn return_to_queue(
     queue: crate::ids::QueueId,
     max_deliveries: u32,
     subscription: &mut Subscription,
-    message: &super::Message,
+    (message, payload): (&super::Message, &Bytes),
     delivery_count: u32,
     due: Option<Instant>,
     effects: &mut Effects,
@@ -615,6 +626,7 @@ fn return_to_queue(
         start_dead_letter(
             subscription,
             message,
+            payload,
             delivery_count,
             "max_deliveries",
             effects,
@@ -646,6 +658,7 @@ fn return_to_queue(
 fn start_dead_letter(
     subscription: &mut Subscription,
     message: &super::Message,
+    payload: &Bytes,
     delivery_count: u32,
     reason: &'static str,
     effects: &mut Effects,
@@ -661,6 +674,7 @@ fn start_dead_letter(
     effects.dead_letters.push(DeadLetter {
         subscription: subscription.id,
         message: message.clone(),
+        payload: payload.clone(),
         reason,
         delivery_count,
     });

@@ -12,15 +12,17 @@
 //!   message no subscription needs is removed, unless the queue has no subscription at all (then
 //!   it is kept for the first one);
 //! - `bytes` is the sum of the stored messages' sizes;
-//! - durable queues: `resident` is `None` or names exactly the messages whose payload is in
-//!   memory (`None`: all of them), and `resident_bytes` is the sum of their sizes; a message
-//!   in flight, ready or waiting for redelivery is always resident (see `payloads`).
+//! - `payloads` holds a payload for every message of a temporary queue and for the durable
+//!   messages whose payload is in memory, and for nothing else; `resident_bytes` is the sum of
+//!   their sizes (durable queues); a message in flight, ready or waiting for redelivery always
+//!   has its payload (see `payloads`).
 
 pub mod dispatch;
 pub mod message;
 pub mod payloads;
 pub mod settings;
 pub mod subscription;
+pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -42,6 +44,8 @@ pub struct DeadLetter {
     pub subscription: SubscriptionId,
     /// A copy of the message.
     pub message: Message,
+    /// Its payload (a held message always has it in memory).
+    pub payload: bytes::Bytes,
     /// Why: `max_deliveries` or `rejected`.
     pub reason: &'static str,
     /// Deliveries it had.
@@ -96,7 +100,11 @@ pub struct Queue {
     /// Resolved settings.
     pub settings: QueueSettings,
     /// Stored messages, by sequence.
-    pub messages: BTreeMap<Sequence, Message>,
+    pub messages: table::SeqRing<Message>,
+    /// The payloads in memory, by sequence: all of them in a temporary queue; in a durable
+    /// queue, those within the node's payload memory budget (the others are read back from the
+    /// log before delivery). Apart from `messages` so that a payload on disk costs no slot.
+    pub payloads: table::SeqRing<bytes::Bytes>,
     /// The sequence the next message gets.
     pub next_sequence: Sequence,
     /// Sum of stored message sizes.
@@ -116,12 +124,7 @@ pub struct Queue {
     pub declared_at: Option<LogIndex>,
     /// Metrics.
     pub counters: QueueCounters,
-    /// Durable queues: `None` while every message has its payload in memory (the usual case:
-    /// nothing to track, nothing to check before a delivery); from the first message whose
-    /// payload lives on disk only until the queue is empty, the messages whose payload is in
-    /// memory (the others are read back from the log before delivery).
-    pub resident: Option<BTreeSet<Sequence>>,
-    /// Sum of the sizes of the messages in `resident`.
+    /// Durable queues: sum of the sizes of the messages in `payloads`.
     pub resident_bytes: u64,
     /// `resident_bytes` as last added to the node's total (see `Node::account_payloads`).
     pub resident_bytes_counted: u64,
@@ -141,7 +144,8 @@ impl Queue {
             id,
             name,
             settings,
-            messages: BTreeMap::new(),
+            messages: table::SeqRing::new(),
+            payloads: table::SeqRing::new(),
             next_sequence: Sequence(1),
             bytes: 0,
             delay_index: BTreeSet::new(),
@@ -151,7 +155,6 @@ impl Queue {
             delay_timer: None,
             declared_at: None,
             counters: QueueCounters::default(),
-            resident: None,
             resident_bytes: 0,
             resident_bytes_counted: 0,
             payloads_wanted: BTreeSet::new(),
@@ -199,7 +202,7 @@ impl Queue {
             Overflow::RejectPublish => Ok(()),
             Overflow::DropOldest => {
                 while overflows(self) {
-                    let oldest = *self
+                    let oldest = self
                         .messages
                         .keys()
                         .next()
@@ -214,33 +217,33 @@ impl Queue {
 
     /// Stores a message (already numbered by [`Queue::take_sequence`]). Temporary queues make it
     /// deliverable at once; durable ones wait for [`Queue::make_deliverable`].
-    pub fn insert(&mut self, mut message: Message, now: Now) {
+    pub fn insert(&mut self, mut message: Message, payload: Option<bytes::Bytes>, now: Now) {
         assert!(
             message.sequence < self.next_sequence,
             "sequence was not taken"
         );
         assert!(
             self.messages
-                .last_key_value()
-                .is_none_or(|(last, _)| *last < message.sequence),
+                .last()
+                .is_none_or(|(last, _)| last < message.sequence),
             "sequences must be inserted in increasing order"
         );
-        message.pending_subscriptions = self.subscriptions.len() as u32;
-        message.order_key = None;
-        self.bytes += message.size_bytes;
+        message.pending_subscriptions = u16::try_from(self.subscriptions.len())
+            .expect("limits.max_subscriptions_per_queue is at most 65,535");
+        message.set_order_due(None);
+        self.bytes += message.size_bytes();
         let sequence = message.sequence;
-        if self.settings.kind.is_durable() {
-            match &mut self.resident {
-                _ if message.payload.is_none() => {
-                    // The first message on disk: from now on, who is in memory is tracked.
-                    self.track_residents();
+        match payload {
+            Some(payload) => {
+                if self.settings.kind.is_durable() {
+                    self.resident_bytes += message.size_bytes();
                 }
-                Some(resident) => {
-                    resident.insert(sequence);
-                    self.resident_bytes += message.size_bytes;
-                }
-                None => self.resident_bytes += message.size_bytes,
+                self.payloads.insert(sequence, payload);
             }
+            None => assert!(
+                self.settings.kind.is_durable() && message.log_index().is_some(),
+                "only a message with a log record may leave its payload on disk"
+            ),
         }
         self.messages.insert(sequence, message);
         self.counters.published += 1;
@@ -261,10 +264,10 @@ impl Queue {
     pub fn make_deliverable(&mut self, sequence: Sequence, now: Now) {
         let is_delay = self.is_delay();
         let high_water = self.due_high_water;
-        let Some(message) = self.messages.get_mut(&sequence) else {
+        let Some(message) = self.messages.get_mut(sequence) else {
             return;
         };
-        if message.order_key.is_some() {
+        if message.order_key().is_some() {
             return;
         }
         let key = if is_delay {
@@ -279,7 +282,7 @@ impl Queue {
                 sequence,
             }
         };
-        message.order_key = Some(key);
+        message.set_order_due(Some(key.due));
         if is_delay {
             self.delay_index.insert(key);
         }
@@ -292,21 +295,15 @@ impl Queue {
         reason: RemoveReason,
         effects: &mut Effects,
     ) {
-        let Some(message) = self.messages.remove(&sequence) else {
+        let Some(message) = self.messages.remove(sequence) else {
             return;
         };
-        self.bytes -= message.size_bytes;
-        if message.payload.is_some() && self.settings.kind.is_durable() {
-            self.resident_bytes -= message.size_bytes;
-            if let Some(resident) = &mut self.resident {
-                resident.remove(&sequence);
-            }
-        }
-        if self.messages.is_empty() {
-            self.resident = None;
+        self.bytes -= message.size_bytes();
+        if self.payloads.remove(sequence).is_some() && self.settings.kind.is_durable() {
+            self.resident_bytes -= message.size_bytes();
         }
         self.payloads_wanted.remove(&sequence);
-        if let Some(key) = message.order_key {
+        if let Some(key) = message.order_key() {
             self.delay_index.remove(&key);
         }
         let queue = self.id;
@@ -377,7 +374,7 @@ impl Queue {
         }
         let mut unneeded = Vec::new();
         for message in self.messages.values_mut() {
-            if subscription.needs(message.sequence, message.order_key) {
+            if subscription.needs(message.sequence, message.order_key()) {
                 message.pending_subscriptions -= 1;
                 if message.pending_subscriptions == 0 {
                     unneeded.push(message.sequence);
@@ -401,7 +398,6 @@ impl Queue {
         let doomed: Vec<Sequence> = self
             .messages
             .keys()
-            .copied()
             .filter(|sequence| !held.contains(sequence))
             .collect();
         for sequence in &doomed {
@@ -412,10 +408,10 @@ impl Queue {
 
     /// Cancels a delayed message no subscription has delivered yet.
     pub fn cancel(&mut self, sequence: Sequence, effects: &mut Effects) -> Result<(), String> {
-        let Some(message) = self.messages.get(&sequence) else {
+        let Some(message) = self.messages.get(sequence) else {
             return Err(format!("queue '{}' has no message {}", self.name, sequence));
         };
-        let delivered = message.order_key.is_some_and(|key| {
+        let delivered = message.order_key().is_some_and(|key| {
             self.subscriptions
                 .values()
                 .any(|subscription| key <= subscription.cursor)
@@ -454,7 +450,7 @@ impl Queue {
         let not_visible = self
             .messages
             .values()
-            .filter(|message| message.order_key.is_none() && message.deliver_at > now.wall)
+            .filter(|message| message.order_key().is_none() && message.deliver_at > now.wall)
             .count();
         (self.delay_index.range(from..).count() + not_visible) as u64
     }

@@ -2,8 +2,8 @@
 //! (`storage.payload_memory_bytes`, enforced by the node across queues).
 //!
 //! A durable message's publish record is in its queue's log, so its payload may leave memory at
-//! any time and be read back later. The queue keeps, per message, either the payload or nothing
-//! (`Message::payload` is `None`), and the set of resident messages with their total size.
+//! any time and be read back later. The queue keeps the payloads in memory in `payloads`, by
+//! sequence, apart from the messages, and their total size in `resident_bytes`.
 //!
 //! Rules kept here:
 //! - only durable messages are ever without a payload; temporary queues have no log to read from;
@@ -33,11 +33,15 @@ impl Queue {
 
     /// Whether the message is stored without its payload.
     pub fn payload_on_disk(&self, sequence: Sequence) -> bool {
-        self.resident.is_some()
-            && self
-                .messages
-                .get(&sequence)
-                .is_some_and(|message| message.payload.is_none())
+        self.has_payloads_on_disk()
+            && self.messages.contains_key(sequence)
+            && !self.payloads.contains_key(sequence)
+    }
+
+    /// Whether some message has its payload on disk only (cheap: the usual answer is no, and
+    /// then dispatch checks nothing per message).
+    pub fn has_payloads_on_disk(&self) -> bool {
+        self.payloads.len() < self.messages.len()
     }
 
     /// Puts back the payload read from the publish record at `log_index`. Returns whether it
@@ -52,8 +56,8 @@ impl Queue {
             let next = self
                 .messages
                 .range(sequence.next()..)
-                .find(|(_, message)| message.payload.is_none())
-                .map(|(sequence, message)| (*sequence, message.log_index));
+                .find(|(sequence, _)| !self.payloads.contains_key(*sequence))
+                .map(|(sequence, message)| (sequence, message.log_index()));
             if let Some((next, Some(next_index))) = next {
                 return self.fill_payload_exactly(next, next_index, payload);
             }
@@ -67,77 +71,48 @@ impl Queue {
         log_index: LogIndex,
         payload: Bytes,
     ) -> bool {
-        let Some(message) = self.messages.get_mut(&sequence) else {
+        let Some(message) = self.messages.get(sequence) else {
             return false;
         };
-        if message.payload.is_some() || message.log_index != Some(log_index) {
+        if self.payloads.contains_key(sequence) || message.log_index() != Some(log_index) {
             return false;
         }
-        message.payload = Some(payload);
-        self.resident_bytes += message.size_bytes;
-        self.track_residents().insert(sequence);
+        self.resident_bytes += message.size_bytes();
+        self.payloads.insert(sequence, payload);
         self.payloads_read_recently = true;
         true
-    }
-
-    /// The set of messages with their payload in memory, built from the messages the first
-    /// time it is needed (while it is `None`, every message has its payload).
-    pub fn track_residents(&mut self) -> &mut std::collections::BTreeSet<Sequence> {
-        let messages = &self.messages;
-        self.resident.get_or_insert_with(|| {
-            messages
-                .iter()
-                .filter(|(_, message)| message.payload.is_some())
-                .map(|(sequence, _)| *sequence)
-                .collect()
-        })
-    }
-
-    /// Whether the message is kept in memory by this queue's tracking (`None`: all are).
-    pub fn tracked_as_resident(&self, sequence: Sequence) -> bool {
-        match &self.resident {
-            None => self.messages.contains_key(&sequence),
-            Some(resident) => resident.contains(&sequence),
-        }
     }
 
     /// Drops payloads, newest message first, until `bytes_wanted` are freed or nothing more
     /// may go (held messages stay). Returns the bytes freed.
     pub fn evict_payloads(&mut self, bytes_wanted: u64) -> u64 {
-        let mut freed = 0;
-        let mut below: Option<Sequence> = None;
-        if bytes_wanted > 0 && self.resident_bytes > 0 {
-            self.track_residents();
+        if bytes_wanted == 0 || !self.settings.kind.is_durable() {
+            return 0;
         }
-        while freed < bytes_wanted {
-            let Some(resident) = &self.resident else {
+        let mut freed = 0;
+        let mut evicted = Vec::new();
+        for (sequence, _) in self.payloads.iter().rev() {
+            if freed >= bytes_wanted {
                 break;
-            };
-            let candidate = match below {
-                None => resident.last().copied(),
-                Some(bound) => resident.range(..bound).next_back().copied(),
-            };
-            let Some(sequence) = candidate else {
-                break;
-            };
-            below = Some(sequence);
+            }
             if self.is_held(sequence) {
                 continue;
             }
             let message = self
                 .messages
-                .get_mut(&sequence)
-                .expect("resident messages are stored");
+                .get(sequence)
+                .expect("a payload belongs to a stored message");
             assert!(
-                message.log_index.is_some(),
+                message.log_index().is_some(),
                 "only messages with a log record leave memory"
             );
-            message.payload = None;
-            let size_bytes = message.size_bytes;
-            self.track_residents().remove(&sequence);
-            self.resident_bytes -= size_bytes;
-            freed += size_bytes;
+            freed += message.size_bytes();
+            evicted.push(sequence);
         }
+        for sequence in evicted {
+            self.payloads.remove(sequence);
+        }
+        self.resident_bytes -= freed;
         freed
     }
 
@@ -159,15 +134,15 @@ impl Queue {
         let following: Box<dyn Iterator<Item = Sequence> + '_> = if self.is_delay() {
             let from = self
                 .messages
-                .get(&first)
-                .and_then(|message| message.order_key)
+                .get(first)
+                .and_then(|message| message.order_key())
                 .unwrap_or(OrderKey {
                     due: crate::time::UnixMillis(0),
                     sequence: first,
                 });
             Box::new(self.delay_index.range(from..).map(|key| key.sequence))
         } else {
-            Box::new(self.messages.range(first..).map(|(sequence, _)| *sequence))
+            Box::new(self.messages.range(first..).map(|(sequence, _)| sequence))
         };
         let candidates = std::iter::once(first)
             .chain(following.take(examined_max))
@@ -178,12 +153,14 @@ impl Queue {
             if chosen.len() >= messages_max || (!chosen.is_empty() && bytes >= bytes_max) {
                 break;
             }
-            let Some(message) = self.messages.get(&sequence) else {
+            let Some(message) = self.messages.get(sequence) else {
                 continue;
             };
-            if let (None, Some(index)) = (&message.payload, message.log_index) {
+            if let (false, Some(index)) =
+                (self.payloads.contains_key(sequence), message.log_index())
+            {
                 if !chosen.contains(&(sequence, index)) {
-                    bytes += message.size_bytes;
+                    bytes += message.size_bytes();
                     chosen.push((sequence, index));
                 }
             }
