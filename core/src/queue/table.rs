@@ -11,6 +11,11 @@
 //! dropped, so a straggler (a message nacked with a long delay, a far deliver-at) keeps only
 //! its own chunk alive, not the run of consumed messages around it: a gap of `n` sequences
 //! costs `n / CHUNK` pointers.
+//!
+//! One freed chunk is kept as a spare for the next one needed: a queue consumed as fast as it
+//! is filled (the front chunk empties as the back one fills) allocates nothing in the steady
+//! state, and a queue that goes from empty to one message and back does not allocate a chunk
+//! per message. The price is one idle chunk per ring.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,7 +23,7 @@ use std::ops::RangeFrom;
 
 use crate::ids::Sequence;
 
-const CHUNK_BITS: u32 = 6;
+const CHUNK_BITS: u32 = 5;
 /// Slots per chunk.
 pub const CHUNK: usize = 1 << CHUNK_BITS;
 
@@ -45,6 +50,8 @@ pub struct SeqRing<T> {
     base: u64,
     chunks: VecDeque<Option<Box<Chunk<T>>>>,
     len: usize,
+    /// A freed chunk (every slot `None`) for the next one needed.
+    spare: Option<Box<Chunk<T>>>,
 }
 
 impl<T> Default for SeqRing<T> {
@@ -69,6 +76,7 @@ impl<T> SeqRing<T> {
             base: 0,
             chunks: VecDeque::new(),
             len: 0,
+            spare: None,
         }
     }
 
@@ -122,7 +130,9 @@ impl<T> SeqRing<T> {
             self.chunks.push_back(None);
         }
         let slot = (sequence.0 as usize) & (CHUNK - 1);
-        let present = self.chunks[chunk].get_or_insert_with(Chunk::boxed);
+        let spare = &mut self.spare;
+        let present =
+            self.chunks[chunk].get_or_insert_with(|| spare.take().unwrap_or_else(Chunk::boxed));
         let replaced = present.slots[slot].replace(value);
         if replaced.is_none() {
             present.live += 1;
@@ -139,7 +149,10 @@ impl<T> SeqRing<T> {
         present.live -= 1;
         self.len -= 1;
         if present.live == 0 {
-            self.chunks[chunk] = None;
+            let freed = self.chunks[chunk].take();
+            if self.spare.is_none() {
+                self.spare = freed;
+            }
             while matches!(self.chunks.front(), Some(None)) {
                 self.chunks.pop_front();
                 self.base += CHUNK as u64;
@@ -243,7 +256,8 @@ impl<T> SeqRing<T> {
 
     /// Bytes of memory the ring itself holds (slots and chunk pointers), for measurements.
     pub fn footprint_bytes(&self) -> usize {
-        let present = self.chunks.iter().filter(|chunk| chunk.is_some()).count();
+        let present = self.chunks.iter().filter(|chunk| chunk.is_some()).count()
+            + usize::from(self.spare.is_some());
         present * std::mem::size_of::<Chunk<T>>()
             + self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk<T>>>>()
     }
@@ -306,7 +320,7 @@ mod tests {
                 let backwards: Vec<u64> = ring.iter().rev().map(|(s, _)| s.0).collect();
                 let expected_backwards: Vec<u64> = model.keys().rev().copied().collect();
                 prop_assert_eq!(backwards, expected_backwards);
-                for probe in [0u64, 63, 64, 65, 130, 299, 599, 600, 10_000] {
+                for probe in [0u64, 31, 32, 33, 63, 64, 65, 130, 299, 599, 600, 10_000] {
                     prop_assert_eq!(ring.get(Sequence(probe)), model.get(&probe));
                     let from: Vec<u64> = ring.range_from(Sequence(probe)).map(|(s, _)| s.0).collect();
                     let expected_from: Vec<u64> = model.range(probe..).map(|(s, _)| *s).collect();
@@ -316,6 +330,11 @@ mod tests {
                 // Ends are present chunks; no chunk is kept empty.
                 prop_assert!(ring.chunks.front().is_none_or(|chunk| chunk.is_some()));
                 prop_assert!(ring.chunks.back().is_none_or(|chunk| chunk.is_some()));
+                let spare_is_clean = ring
+                    .spare
+                    .as_ref()
+                    .is_none_or(|spare| spare.live == 0 && spare.slots.iter().all(Option::is_none));
+                prop_assert!(spare_is_clean, "the spare chunk is empty");
                 for chunk in ring.chunks.iter().flatten() {
                     prop_assert!(chunk.live > 0);
                     prop_assert_eq!(
