@@ -102,6 +102,8 @@ pub struct Node {
     payload_reads: payloads::PayloadReadCounters,
     /// Redrives waiting for payloads read back from disk.
     parked_redrives: Vec<redrive::ParkedRedrive>,
+    /// Encodes records and reply frames into shared blocks (no allocation per message).
+    encoder: krest_proto::frame::SharedEncoder,
 }
 
 impl Node {
@@ -147,6 +149,7 @@ impl Node {
             payloads_wanted_queues: BTreeSet::new(),
             payload_reads: payloads::PayloadReadCounters::default(),
             parked_redrives: Vec::new(),
+            encoder: krest_proto::frame::SharedEncoder::new(),
         };
         node.recover(recovered)?;
         node.timers

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use krest_proto::client::{server_frame, ErrorCode};
 use krest_proto::storage::{queue_record, Acked, QueueRecord, RemoveReason, Removed};
-use prost::Message as _;
 
 use super::Node;
 use crate::ids::{AdminRequestId, ConnId, LogIndex, QueueId, Sequence, SubscriptionId, WaiterId};
@@ -483,7 +482,8 @@ impl Node {
         let log = LogId::Queue(queue);
         let mut last = None;
         for body in bodies {
-            last = Some(self.append_record(log, Bytes::from(body.encode_to_vec())));
+            let body = self.encoder.encode(&body);
+            last = Some(self.append_record(log, body));
         }
         last
     }
@@ -516,7 +516,9 @@ impl Node {
                 LogId::Metadata => None,
             };
             if !state.unsent.is_empty() {
-                let records = std::mem::take(&mut state.unsent);
+                // The next batch is likely as large: start it at that size, not by doubling.
+                let capacity = state.unsent.len();
+                let records = std::mem::replace(&mut state.unsent, Vec::with_capacity(capacity));
                 commands.push_back(Command::Storage(StorageRequest::Append { log, records }));
                 commands.push_back(Command::Storage(StorageRequest::Sync { log }));
             }
@@ -554,7 +556,7 @@ impl Node {
         request_id: u64,
         needs: &[(LogId, LogIndex)],
     ) {
-        let frame = Self::encode_reply(
+        let frame = self.encode_reply(
             request_id,
             server_frame::Body::Done(krest_proto::client::Done {}),
         );
@@ -578,8 +580,8 @@ impl Node {
     }
 
     /// Encodes a reply frame.
-    pub(super) fn encode_reply(request_id: u64, body: server_frame::Body) -> Bytes {
-        krest_proto::frame::frame_bytes(&krest_proto::client::ServerFrame {
+    pub(super) fn encode_reply(&mut self, request_id: u64, body: server_frame::Body) -> Bytes {
+        self.encoder.frame(&krest_proto::client::ServerFrame {
             request_id,
             body: Some(body),
         })

@@ -6,7 +6,6 @@ use krest_proto::client::{
     server_frame, CancelDelayed, ErrorCode, Header, OutgoingMessage, Publish, PublishOk,
 };
 use krest_proto::storage::{queue_record, QueueRecord, StoredMessage};
-use prost::Message as _;
 
 use super::idempotency::Stored;
 use super::persistence::WaiterAction;
@@ -119,7 +118,7 @@ impl Node {
         if planted::active(PlantedBug::ConfirmBeforeSync) {
             needs.clear();
         }
-        let frame = Self::encode_reply(
+        let frame = self.encode_reply(
             request_id,
             server_frame::Body::PublishOk(PublishOk { sequences }),
         );
@@ -230,7 +229,8 @@ impl Node {
                 })),
             };
             let log = LogId::Queue(queue);
-            let index = self.append_record(log, Bytes::from(record.encode_to_vec()));
+            let body = self.encoder.encode(&record);
+            let index = self.append_record(log, body);
             log_index = Some(index);
             self.logs
                 .get_mut(&log)

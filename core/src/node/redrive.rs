@@ -156,7 +156,7 @@ impl Node {
                 WaiterAction::Client {
                     conn,
                     request_id,
-                    frame: Self::encode_reply(request_id, body),
+                    frame: self.encode_reply(request_id, body),
                     confirms: 0,
                 }
             }

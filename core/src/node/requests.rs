@@ -1,14 +1,12 @@
 //! Queue administration shared by client frames and the admin API: declare, delete, purge,
 //! list and describe.
 
-use bytes::Bytes;
 use krest_proto::client::{
     self as wire, DeclareQueue, ErrorCode, QueueInfo, QueueList, SubscriptionInfo,
 };
 use krest_proto::storage::{
     metadata_record, MetadataRecord, QueueDeclared, QueueDeleted, SubscriptionDeclared,
 };
-use prost::Message as _;
 
 use super::session::RequestError;
 use super::Node;
@@ -102,7 +100,8 @@ impl Node {
     /// Appends a metadata record; returns its index.
     pub(super) fn append_metadata(&mut self, body: metadata_record::Body) -> LogIndex {
         let record = MetadataRecord { body: Some(body) };
-        self.append_record(LogId::Metadata, Bytes::from(record.encode_to_vec()))
+        let body = self.encoder.encode(&record);
+        self.append_record(LogId::Metadata, body)
     }
 
     /// Adds a subscription to a queue, durable ones declared in the metadata log.

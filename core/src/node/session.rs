@@ -230,7 +230,7 @@ impl Node {
 
     /// Sends one reply frame.
     pub(super) fn reply(&mut self, conn: ConnId, request_id: u64, body: server_frame::Body) {
-        let frame = Self::encode_reply(request_id, body);
+        let frame = self.encode_reply(request_id, body);
         self.send_frame_bytes(conn, frame);
     }
 
