@@ -38,5 +38,5 @@ pub use config::Config;
 pub use io::{
     AdminHttpRequest, Command, Input, LogId, LogRecord, Recovered, StorageDone, StorageRequest,
 };
-pub use node::{Node, RecoveryError};
+pub use node::{Node, NodeRecovery, RecoveryError};
 pub use time::{Instant, Millis, Now, UnixMillis};

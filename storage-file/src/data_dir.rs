@@ -37,6 +37,10 @@ const LOG_NAME_BYTES_MAX: usize = 100;
 /// One log found by [`DataDir::open`]: its name, the log, and its recovered records.
 pub type RecoveredLog<F = OsFileSystem> = (String, SegmentedLog<F>, Vec<StoredRecord>);
 
+/// One log opened by [`DataDir::open_with_each`]: its name and the log (its records went to
+/// the callback).
+pub type OpenedLog<F = OsFileSystem> = (String, SegmentedLog<F>);
+
 /// A data directory holding many named logs, locked against a second server, on the file
 /// system `F` (the operating system's unless said otherwise).
 #[derive(Debug)]
@@ -70,6 +74,37 @@ impl<F: FileSystem> DataDir<F> {
         root: &Path,
         config: LogConfig,
     ) -> Result<(DataDir<F>, Vec<RecoveredLog<F>>), StorageError> {
+        let mut records: Vec<(String, Vec<StoredRecord>)> = Vec::new();
+        let (data_dir, logs) = DataDir::open_with_each(
+            file_system,
+            root,
+            config,
+            &mut |name, segment| match records.last_mut() {
+                Some((last, records)) if last == name => records.extend(segment),
+                _ => records.push((name.to_string(), segment)),
+            },
+        )?;
+        let mut records = records.into_iter().peekable();
+        let recovered = logs
+            .into_iter()
+            .map(|(name, log)| {
+                let mine = records.next_if(|(owner, _)| *owner == name);
+                let log_records = mine.map(|(_, records)| records).unwrap_or_default();
+                (name, log, log_records)
+            })
+            .collect();
+        Ok((data_dir, recovered))
+    }
+
+    /// [`DataDir::open_with`], handing each log's valid records to `each` (with the log's
+    /// name) one segment file at a time as they are read, log after log in name order, so that
+    /// only one segment's data is in memory at once. Returns the logs without their records.
+    pub fn open_with_each(
+        file_system: F,
+        root: &Path,
+        config: LogConfig,
+        each: &mut dyn FnMut(&str, Vec<StoredRecord>),
+    ) -> Result<(DataDir<F>, Vec<OpenedLog<F>>), StorageError> {
         let logs_directory = root.join(LOGS_DIRECTORY_NAME);
         files::create_directory_durably(&file_system, &logs_directory)?;
         let lock = lock_root(&file_system, root)?;
@@ -82,10 +117,14 @@ impl<F: FileSystem> DataDir<F> {
         };
         let mut recovered = Vec::new();
         for (name, path) in data_dir.list_log_directories()? {
-            let (mut log, records) =
-                SegmentedLog::open_with(data_dir.file_system.clone(), &path, config)?;
+            let mut log = SegmentedLog::open_with_each(
+                data_dir.file_system.clone(),
+                &path,
+                config,
+                &mut |segment| each(&name, segment),
+            )?;
             log.hold_directory_lock(Arc::clone(&data_dir.lock));
-            recovered.push((name, log, records));
+            recovered.push((name, log));
         }
         Ok((data_dir, recovered))
     }

@@ -43,6 +43,16 @@ impl StorageExecutor {
     ) -> Result<(StorageExecutor, Recovered), OpenError> {
         StorageExecutor::open_with(OsFileSystem, root, segment_bytes)
     }
+
+    /// Opens the data directory and hands each log's records to `each` one segment file at a
+    /// time, as they are read (see [`StorageExecutor::open_with_each`]).
+    pub fn open_each(
+        root: &Path,
+        segment_bytes: u64,
+        each: &mut dyn FnMut(LogId, Vec<LogRecord>),
+    ) -> Result<StorageExecutor, OpenError> {
+        StorageExecutor::open_with_each(OsFileSystem, root, segment_bytes, each)
+    }
 }
 
 impl<F: FileSystem> StorageExecutor<F> {
@@ -52,31 +62,69 @@ impl<F: FileSystem> StorageExecutor<F> {
         root: &Path,
         segment_bytes: u64,
     ) -> Result<(StorageExecutor<F>, Recovered), OpenError> {
-        let (data_dir, recovered_logs) =
-            DataDir::open_with(file_system, root, LogConfig { segment_bytes })?;
-        let mut logs = BTreeMap::new();
         let mut recovered = Recovered::default();
-        for (name, log, records) in recovered_logs {
+        let executor = StorageExecutor::open_with_each(
+            file_system,
+            root,
+            segment_bytes,
+            &mut |log, records| match recovered.logs.last_mut() {
+                Some((last, earlier)) if *last == log => earlier.extend(records),
+                _ => recovered.logs.push((log, records)),
+            },
+        )?;
+        Ok((executor, recovered))
+    }
+
+    /// Opens (creating if needed) the data directory and hands each log's records to `each`,
+    /// one segment file at a time as they are read, log after log in name order (`meta`
+    /// first): a node rebuilt from them ([`krest_core::NodeRecovery`]) never holds the whole
+    /// backlog in memory.
+    pub fn open_with_each(
+        file_system: F,
+        root: &Path,
+        segment_bytes: u64,
+        each: &mut dyn FnMut(LogId, Vec<LogRecord>),
+    ) -> Result<StorageExecutor<F>, OpenError> {
+        let mut unknown = None;
+        let mut with_records = BTreeSet::new();
+        let (data_dir, opened) = DataDir::open_with_each(
+            file_system,
+            root,
+            LogConfig { segment_bytes },
+            &mut |name, records| {
+                let Some(id) = LogId::from_name(name) else {
+                    unknown.get_or_insert_with(|| name.to_string());
+                    return;
+                };
+                let records = records
+                    .into_iter()
+                    .map(|record| LogRecord {
+                        term: Term(record.term),
+                        index: LogIndex(record.index),
+                        body: record.body,
+                    })
+                    .collect();
+                with_records.insert(id);
+                each(id, records);
+            },
+        )?;
+        let mut logs = BTreeMap::new();
+        for (name, log) in opened {
             let id = LogId::from_name(&name).ok_or_else(|| OpenError::UnknownLog(name.clone()))?;
-            let records = records
-                .into_iter()
-                .map(|record| LogRecord {
-                    term: Term(record.term),
-                    index: LogIndex(record.index),
-                    body: record.body,
-                })
-                .collect();
-            recovered.logs.push((id, records));
+            if !with_records.contains(&id) {
+                // Every log is reported, an empty one too (its queue may be gone).
+                each(id, Vec::new());
+            }
             logs.insert(id, log);
         }
-        Ok((
-            StorageExecutor {
-                data_dir,
-                logs,
-                failed: BTreeMap::new(),
-            },
-            recovered,
-        ))
+        if let Some(name) = unknown {
+            return Err(OpenError::UnknownLog(name));
+        }
+        Ok(StorageExecutor {
+            data_dir,
+            logs,
+            failed: BTreeMap::new(),
+        })
     }
 
     /// Executes `requests` in order, fsyncs each log asked to sync once, and returns the

@@ -90,10 +90,26 @@ impl<F: FileSystem> SegmentedLog<F> {
         directory: &Path,
         config: LogConfig,
     ) -> Result<(SegmentedLog<F>, Vec<StoredRecord>), StorageError> {
+        let mut records = Vec::new();
+        let log = SegmentedLog::open_with_each(file_system, directory, config, &mut |segment| {
+            records.extend(segment)
+        })?;
+        Ok((log, records))
+    }
+
+    /// [`SegmentedLog::open_with`], handing the valid records to `each` one segment file at a
+    /// time, oldest first, as each is read: only one segment's data is in memory at once.
+    /// Records already handed over stay valid if a later segment turns out corrupt (the open
+    /// then fails).
+    pub fn open_with_each(
+        file_system: F,
+        directory: &Path,
+        config: LogConfig,
+        each: &mut dyn FnMut(Vec<StoredRecord>),
+    ) -> Result<SegmentedLog<F>, StorageError> {
         files::create_directory_durably(&file_system, directory)?;
         let segment_files = list_segment_files_in(&file_system, directory)?;
         let mut segments: Vec<Segment> = Vec::with_capacity(segment_files.len());
-        let mut records = Vec::new();
         for (position, (first_index, path)) in segment_files.iter().enumerate() {
             if let Some(previous) = segments.last() {
                 check_follows(previous, *first_index, path)?;
@@ -105,7 +121,9 @@ impl<F: FileSystem> SegmentedLog<F> {
                 let mut file = files::open_for_append(&file_system, path)?;
                 files::cut_and_sync(&mut file, path, torn_tail.offset)?;
             }
-            records.extend(scanned.records);
+            if !scanned.records.is_empty() {
+                each(scanned.records);
+            }
             segments.push(scanned.segment);
         }
         let active_file = match segments.last() {
@@ -132,7 +150,7 @@ impl<F: FileSystem> SegmentedLog<F> {
             directory_lock: None,
         };
         log.synced_index = log.last_index();
-        Ok((log, records))
+        Ok(log)
     }
 
     /// Writes one record. It sits in the operating system's page cache until the next

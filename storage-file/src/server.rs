@@ -248,13 +248,17 @@ impl Opened {
     /// Opens and recovers the data directory, builds the node, starts the storage worker and
     /// binds both listeners.
     pub fn open(config: Config) -> Result<Opened, StartError> {
-        let (executor, recovered) = StorageExecutor::open(
-            Path::new(&config.server.data_dir),
-            config.storage.segment_bytes,
-        )?;
         let clock = SystemClock::start();
         let seed = clock.seed() ^ config.server.node_id;
-        let node = Node::new(config.clone(), recovered, seed, clock.now())?;
+        // Records go to the node one segment at a time as storage reads them: a backlog
+        // larger than memory is never held whole.
+        let mut recovery = Node::recovering(config.clone(), seed, clock.now())?;
+        let executor = StorageExecutor::open_each(
+            Path::new(&config.server.data_dir),
+            config.storage.segment_bytes,
+            &mut |log, records| recovery.feed(log, records),
+        )?;
+        let node = recovery.finish()?;
         let client_listener = bind("client", &config.server.listen)?;
         let admin_listener = bind("admin", &config.server.admin_listen)?;
         let bound = Bound {

@@ -19,7 +19,7 @@ mod admin;
 mod consume;
 mod idempotency;
 mod invariants;
-mod moved_dead_letters;
+pub(crate) mod moved_dead_letters;
 mod payloads;
 mod persistence;
 mod publish;
@@ -43,7 +43,7 @@ pub use publish::{
     HEADER_DEAD_LETTER_PUBLISHED_AT, HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE,
     HEADER_DEAD_LETTER_SOURCE, HEADER_DEAD_LETTER_SUBSCRIPTION,
 };
-pub use recovery::RecoveryError;
+pub use recovery::{NodeRecovery, RecoveryError};
 
 use idempotency::Idempotency;
 use persistence::{LogState, Waiters};
@@ -115,10 +115,26 @@ impl Node {
         seed: u64,
         now: Now,
     ) -> Result<Node, RecoveryError> {
+        let mut recovery = Node::recovering(config, seed, now)?;
+        // The metadata log first, as storage lists it (`meta` sorts before `queue-*`).
+        let (metadata, queue_logs): (Vec<_>, Vec<_>) = recovered
+            .logs
+            .into_iter()
+            .partition(|(log, _)| *log == LogId::Metadata);
+        for (log, records) in metadata.into_iter().chain(queue_logs) {
+            recovery.feed(log, records);
+        }
+        recovery.finish()
+    }
+
+    /// Starts building the node from logs handed over piece by piece ([`NodeRecovery`]), so
+    /// that a backlog larger than memory is never held whole: storage hands each segment's
+    /// records over as it reads them.
+    pub fn recovering(config: Config, seed: u64, now: Now) -> Result<NodeRecovery, RecoveryError> {
         config
             .validate()
             .map_err(|error| RecoveryError::Config(error.to_string()))?;
-        let mut node = Node {
+        let node = Node {
             node_id: NodeId(config.server.node_id),
             idempotency: Idempotency::new(
                 config.limits.idempotency_window_per_producer,
@@ -151,12 +167,17 @@ impl Node {
             parked_redrives: Vec::new(),
             encoder: krest_proto::frame::SharedEncoder::new(),
         };
-        node.recover(recovered)?;
-        node.timers
+        Ok(NodeRecovery::new(node))
+    }
+
+    /// The end of recovery: housekeeping armed, and the first commands (log creations, acks
+    /// of messages every subscription had acked) out.
+    fn recovered(mut self) -> Node {
+        let now = self.now;
+        self.timers
             .arm(now.monotonic + HOUSEKEEPING_INTERVAL, Timer::Housekeeping);
-        node.flush();
-        node.own_recovered_payloads();
-        Ok(node)
+        self.flush();
+        self
     }
 
     /// Applies one input at `now` (timers due at `now` fire first).

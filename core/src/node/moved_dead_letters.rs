@@ -5,11 +5,12 @@
 //! both places; without this step the source would deliver it again and dead-letter it a second
 //! time (the simulator found this: seed 1500). At recovery, every copy still in a dead-letter
 //! queue's log, acked or not, names its source queue, subscription, sequence and publish time.
-//! When the source still holds that very message (same payload and publish time, so not one of
-//! a queue re-created under the same name) for that subscription, the subscription is done with
-//! it, as the interrupted move would have recorded; the ack is logged like any other.
+//! When the source still holds that very message (same publish time and, if its payload is in
+//! memory, the same payload, so not one of a queue re-created under the same name) for that
+//! subscription, the subscription is done with it, as the interrupted move would have recorded;
+//! the ack is logged like any other. A copy keeps a digest of its payload, not the payload, so
+//! a dead-letter queue's backlog is not held in memory until the end of recovery.
 
-use bytes::Bytes;
 use krest_proto::client::Header;
 
 use super::publish::{
@@ -27,12 +28,19 @@ pub(super) struct DeadLetterCopy {
     subscription: String,
     sequence: Sequence,
     published_at: UnixMillis,
-    payload: Bytes,
+    payload_digest: u64,
+}
+
+/// FNV-1a, 64 bits: a digest to tell payloads apart, not a defence against forgery.
+pub(crate) fn payload_digest(payload: &[u8]) -> u64 {
+    payload.iter().fold(0xcbf2_9ce4_8422_2325, |digest, byte| {
+        (digest ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl DeadLetterCopy {
     /// The origin a stored message names, if it is a dead-letter copy that names all of it.
-    pub(super) fn from_stored(headers: &[Header], payload: &Bytes) -> Option<DeadLetterCopy> {
+    pub(super) fn from_stored(headers: &[Header], payload: &[u8]) -> Option<DeadLetterCopy> {
         let header = |key: &str| {
             headers
                 .iter()
@@ -44,7 +52,7 @@ impl DeadLetterCopy {
             subscription: header(HEADER_DEAD_LETTER_SUBSCRIPTION)?.to_string(),
             sequence: Sequence(header(HEADER_DEAD_LETTER_SEQUENCE)?.parse().ok()?),
             published_at: UnixMillis(header(HEADER_DEAD_LETTER_PUBLISHED_AT)?.parse().ok()?),
-            payload: payload.clone(),
+            payload_digest: payload_digest(payload),
         })
     }
 }
@@ -61,7 +69,7 @@ impl Node {
                     &copy.subscription,
                     copy.sequence,
                     copy.published_at,
-                    &copy.payload,
+                    copy.payload_digest,
                     effects,
                 );
             });

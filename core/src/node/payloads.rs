@@ -15,7 +15,6 @@
 //! So the payloads in memory stay within the budget plus one read per queue being consumed
 //! from disk plus what consumers hold, and every message still reaches its consumers in order.
 
-use bytes::Bytes;
 use krest_proto::storage::{queue_record, QueueRecord};
 use prost::Message as _;
 
@@ -163,17 +162,6 @@ impl Node {
         }
         // Before the end of this `handle` makes room again: what came back is still here.
         self.resume_redrives(queue);
-    }
-
-    /// After recovery, once room is made: the payloads kept are copied out of the segment
-    /// buffers storage read at startup, so those buffers (a whole segment each) are freed and
-    /// memory is what the budget counts.
-    pub(super) fn own_recovered_payloads(&mut self) {
-        for queue in self.queues.values_mut() {
-            for payload in queue.payloads.values_mut() {
-                *payload = Bytes::copy_from_slice(payload);
-            }
-        }
     }
 
     /// Drops payloads until the total fits the budget: first from queues not being read back

@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use krest_proto::storage::{metadata_record, queue_record, MetadataRecord, QueueRecord};
 use prost::Message as _;
 
@@ -14,7 +16,7 @@ use super::moved_dead_letters::DeadLetterCopy;
 use super::persistence::LogState;
 use super::Node;
 use crate::ids::{LogIndex, ProducerId, QueueId, Sequence, SubscriptionId};
-use crate::io::{Command, LogId, LogRecord, Recovered, StorageRequest};
+use crate::io::{Command, LogId, LogRecord, StorageRequest};
 use crate::queue::message::message_size_bytes;
 use crate::queue::{Message, OrderKey, Queue, QueueSettings};
 use crate::time::UnixMillis;
@@ -45,32 +47,147 @@ struct DeclaredQueue {
     subscriptions: BTreeSet<String>,
 }
 
-impl Node {
-    pub(super) fn recover(&mut self, recovered: Recovered) -> Result<(), RecoveryError> {
-        let mut logs: BTreeMap<LogId, Vec<LogRecord>> = recovered.logs.into_iter().collect();
-        let metadata = logs.remove(&LogId::Metadata).unwrap_or_default();
-        let declared = self.replay_metadata(&metadata)?;
+/// A node being rebuilt from its logs, handed over piece by piece: the metadata log first,
+/// then each queue log, its records in index order, in as many pieces as storage likes (one
+/// per segment file). Only the current piece is in memory, never the whole backlog: each
+/// message keeps its payload while the payload memory budget has room (the oldest do, which
+/// are delivered first), copied out of the piece; the others stay on disk and are read back
+/// before delivery.
+///
+/// The first error stops the replay: later pieces are ignored and [`NodeRecovery::finish`]
+/// returns it.
+pub struct NodeRecovery {
+    node: Node,
+    /// The metadata records, until the first queue log arrives.
+    metadata: Vec<LogRecord>,
+    /// Queues declared by the metadata log and not replayed yet (`None` until it was read).
+    declared: Option<BTreeMap<QueueId, DeclaredQueue>>,
+    /// The queue log being replayed.
+    current: Option<QueueReplay>,
+    /// Logs whose queue is gone (deleted, the files not removed yet).
+    orphans: Vec<LogId>,
+    dead_letter_copies: Vec<DeadLetterCopy>,
+    /// Payload bytes kept in memory so far, over every queue.
+    resident_bytes: u64,
+    error: Option<RecoveryError>,
+}
+
+/// One queue log being replayed.
+struct QueueReplay {
+    queue: Queue,
+    declaration: DeclaredQueue,
+    acked: BTreeMap<String, BTreeSet<Sequence>>,
+    next_sequence: u64,
+    last_published: u64,
+    first_index: Option<LogIndex>,
+    last_index: Option<LogIndex>,
+}
+
+impl NodeRecovery {
+    pub(super) fn new(node: Node) -> NodeRecovery {
+        NodeRecovery {
+            node,
+            metadata: Vec::new(),
+            declared: None,
+            current: None,
+            orphans: Vec::new(),
+            dead_letter_copies: Vec::new(),
+            resident_bytes: 0,
+            error: None,
+        }
+    }
+
+    /// The next records of `log`, in index order. Every piece of the metadata log comes
+    /// before any queue log; the pieces of one log come one after the other.
+    pub fn feed(&mut self, log: LogId, records: Vec<LogRecord>) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(error) = self.try_feed(log, records) {
+            self.error = Some(error);
+        }
+    }
+
+    fn try_feed(&mut self, log: LogId, records: Vec<LogRecord>) -> Result<(), RecoveryError> {
+        let LogId::Queue(queue) = log else {
+            if records.is_empty() {
+                return Ok(());
+            }
+            assert!(
+                self.declared.is_none(),
+                "the metadata log is recovered before the queue logs"
+            );
+            self.metadata.extend(records);
+            return Ok(());
+        };
+        self.read_metadata()?;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.queue.id != queue)
+        {
+            self.finish_queue();
+        }
+        if self.current.is_none() {
+            let declared = self.declared.as_mut().expect("read above");
+            let Some(declaration) = declared.remove(&queue) else {
+                if !self.orphans.contains(&log) {
+                    self.orphans.push(log);
+                }
+                return Ok(());
+            };
+            self.current = Some(QueueReplay::new(queue, declaration));
+        }
+        let mut current = self.current.take().expect("set above");
+        let replayed = self.replay(&mut current, &records);
+        self.current = Some(current);
+        replayed
+    }
+
+    /// Replays the metadata log, once, when the first queue log arrives (or at the end).
+    fn read_metadata(&mut self) -> Result<(), RecoveryError> {
+        if self.declared.is_some() {
+            return Ok(());
+        }
+        let metadata = std::mem::take(&mut self.metadata);
+        let declared = self.node.replay_metadata(&metadata)?;
         match metadata.last() {
             Some(last) => {
-                self.logs
+                self.node
+                    .logs
                     .insert(LogId::Metadata, LogState::recovered(last.index));
             }
-            None => self.create_log(LogId::Metadata),
+            None => self.node.create_log(LogId::Metadata),
         }
-        let mut dead_letter_copies = Vec::new();
-        for (id, declaration) in declared {
-            let records = logs.remove(&LogId::Queue(id));
-            self.recover_queue(id, declaration, records.as_deref(), &mut dead_letter_copies)?;
-        }
-        self.settle_moved_dead_letters(dead_letter_copies);
-        for orphan in logs.into_keys() {
-            // A log whose queue was deleted (the delete was logged, the files were not removed).
-            self.commands
-                .push_back(Command::Storage(StorageRequest::DeleteLog { log: orphan }));
-        }
+        self.declared = Some(declared);
         Ok(())
     }
 
+    /// The node, rebuilt; or the first error met.
+    pub fn finish(mut self) -> Result<Node, RecoveryError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        self.read_metadata()?;
+        self.finish_queue();
+        // Queues declared whose log holds nothing yet.
+        let declared = std::mem::take(self.declared.as_mut().expect("read above"));
+        for (queue, declaration) in declared {
+            self.current = Some(QueueReplay::new(queue, declaration));
+            self.finish_queue();
+        }
+        let mut node = self.node;
+        node.settle_moved_dead_letters(self.dead_letter_copies);
+        for orphan in self.orphans {
+            // A log whose queue was deleted (the delete was logged, the files were not removed).
+            node.commands
+                .push_back(Command::Storage(StorageRequest::DeleteLog { log: orphan }));
+        }
+        Ok(node.recovered())
+    }
+}
+
+impl Node {
     fn replay_metadata(
         &mut self,
         records: &[LogRecord],
@@ -134,42 +251,58 @@ impl Node {
         }
         Ok(declared)
     }
+}
 
-    fn recover_queue(
-        &mut self,
-        id: QueueId,
-        declaration: DeclaredQueue,
-        records: Option<&[LogRecord]>,
-        dead_letter_copies: &mut Vec<DeadLetterCopy>,
-    ) -> Result<(), RecoveryError> {
-        let log = LogId::Queue(id);
-        let mut queue = Queue::new(id, declaration.name.clone(), declaration.settings);
+impl QueueReplay {
+    fn new(id: QueueId, declaration: DeclaredQueue) -> QueueReplay {
+        let mut queue = Queue::new(id, declaration.name.clone(), declaration.settings.clone());
         queue.declared_at = Some(declaration.declared_at);
-        let mut acked: BTreeMap<String, BTreeSet<Sequence>> = BTreeMap::new();
-        let mut next_sequence = 1u64;
-        let mut last_published = 0u64;
-        for record in records.unwrap_or_default() {
+        QueueReplay {
+            queue,
+            declaration,
+            acked: BTreeMap::new(),
+            next_sequence: 1,
+            last_published: 0,
+            first_index: None,
+            last_index: None,
+        }
+    }
+}
+
+impl NodeRecovery {
+    /// Replays the next records of the current queue's log.
+    fn replay(
+        &mut self,
+        replay: &mut QueueReplay,
+        records: &[LogRecord],
+    ) -> Result<(), RecoveryError> {
+        let id = replay.queue.id;
+        let log = LogId::Queue(id);
+        let budget = self.node.config.storage.payload_memory_bytes;
+        for record in records {
+            replay.first_index.get_or_insert(record.index);
+            replay.last_index = Some(record.index);
             let decoded = QueueRecord::decode(record.body.clone())
                 .map_err(|error| undecodable(log, record, error))?;
             match decoded.body {
                 Some(queue_record::Body::Publish(stored)) => {
                     // Sequences start at 1 and each publish record carries a higher one.
-                    if stored.sequence <= last_published || stored.sequence == u64::MAX {
+                    if stored.sequence <= replay.last_published || stored.sequence == u64::MAX {
                         let reason = format!(
-                            "a publish of sequence {} follows sequence {last_published}",
-                            stored.sequence
+                            "a publish of sequence {} follows sequence {}",
+                            stored.sequence, replay.last_published
                         );
                         return Err(undecodable(log, record, reason));
                     }
-                    last_published = stored.sequence;
-                    next_sequence = next_sequence.max(stored.sequence + 1);
+                    replay.last_published = stored.sequence;
+                    replay.next_sequence = replay.next_sequence.max(stored.sequence + 1);
                     let producer = (stored.producer_id != 0)
                         .then_some((ProducerId(stored.producer_id), stored.producer_sequence));
                     let forget = crate::planted::active(
                         crate::planted::PlantedBug::ForgetIdempotencyAfterRestart,
                     );
                     if let Some((producer, producer_sequence)) = producer.filter(|_| !forget) {
-                        self.idempotency.record(
+                        self.node.idempotency.record(
                             producer,
                             producer_sequence,
                             Stored {
@@ -179,7 +312,7 @@ impl Node {
                             },
                         );
                     }
-                    dead_letter_copies.extend(DeadLetterCopy::from_stored(
+                    self.dead_letter_copies.extend(DeadLetterCopy::from_stored(
                         &stored.headers,
                         &stored.payload,
                     ));
@@ -192,24 +325,33 @@ impl Node {
                         Some(record.index),
                         size_bytes,
                     );
-                    queue.bytes += message.size_bytes();
-                    queue.payloads.insert(message.sequence, stored.payload);
+                    let queue = &mut replay.queue;
+                    queue.bytes += size_bytes;
+                    if self.resident_bytes.saturating_add(size_bytes) <= budget {
+                        // Copied out: the piece storage read (a whole segment) is freed
+                        // once replayed, whatever is kept.
+                        self.resident_bytes += size_bytes;
+                        queue.resident_bytes += size_bytes;
+                        let payload = Bytes::copy_from_slice(&stored.payload);
+                        queue.payloads.insert(message.sequence, payload);
+                    }
                     queue.messages.insert(message.sequence, message);
                 }
                 Some(queue_record::Body::Acked(ack)) => {
                     check_next_sequence(ack.next_sequence, log, record)?;
-                    next_sequence = next_sequence.max(ack.next_sequence);
+                    replay.next_sequence = replay.next_sequence.max(ack.next_sequence);
                     if crate::planted::active(crate::planted::PlantedBug::ForgetAcksAfterRestart) {
                         continue;
                     }
-                    acked
+                    replay
+                        .acked
                         .entry(ack.subscription)
                         .or_default()
                         .extend(ack.sequences.into_iter().map(Sequence));
                 }
                 Some(queue_record::Body::Removed(removed)) => {
                     check_next_sequence(removed.next_sequence, log, record)?;
-                    next_sequence = next_sequence.max(removed.next_sequence);
+                    replay.next_sequence = replay.next_sequence.max(removed.next_sequence);
                     let consumed =
                         removed.reason == krest_proto::storage::RemoveReason::Consumed as i32;
                     if consumed
@@ -219,19 +361,43 @@ impl Node {
                     {
                         continue;
                     }
+                    let queue = &mut replay.queue;
                     for sequence in removed.sequences {
-                        if let Some(message) = queue.messages.remove(Sequence(sequence)) {
+                        let sequence = Sequence(sequence);
+                        if let Some(message) = queue.messages.remove(sequence) {
                             queue.bytes -= message.size_bytes();
-                            queue.payloads.remove(Sequence(sequence));
+                            if queue.payloads.remove(sequence).is_some() {
+                                queue.resident_bytes -= message.size_bytes();
+                                self.resident_bytes -= message.size_bytes();
+                            }
                         }
                     }
                 }
                 None => return Err(undecodable(log, record, "empty record")),
             }
         }
+        Ok(())
+    }
+
+    /// Ends the replay of the current queue's log: order keys, subscriptions and what they
+    /// acked, the log's state; the queue joins the node.
+    fn finish_queue(&mut self) {
+        let Some(replay) = self.current.take() else {
+            return;
+        };
+        let QueueReplay {
+            mut queue,
+            declaration,
+            acked,
+            next_sequence,
+            first_index,
+            last_index,
+            ..
+        } = replay;
+        let id = queue.id;
+        let log = LogId::Queue(id);
+        let node = &mut self.node;
         queue.next_sequence = Sequence(next_sequence);
-        // Every payload is in memory now; flush makes room if they pass the budget.
-        queue.resident_bytes = queue.bytes;
         let is_delay = queue.is_delay();
         for message in queue.messages.values_mut() {
             let key = OrderKey {
@@ -248,8 +414,8 @@ impl Node {
             }
         }
         for name in &declaration.subscriptions {
-            let subscription = SubscriptionId(self.next_subscription_id);
-            self.next_subscription_id += 1;
+            let subscription = SubscriptionId(node.next_subscription_id);
+            node.next_subscription_id += 1;
             queue.add_subscription(subscription, name.clone(), true, false);
             let Some(acked) = acked.get(name) else {
                 continue;
@@ -266,16 +432,13 @@ impl Node {
                 }
             }
         }
-        match records.and_then(|records| records.last()) {
-            Some(last) => {
-                let mut state = LogState::recovered(last.index);
-                state.deleted_below = records
-                    .and_then(|records| records.first())
-                    .map(|first| first.index)
-                    .unwrap_or_default();
-                self.logs.insert(log, state);
+        match (first_index, last_index) {
+            (Some(first), Some(last)) => {
+                let mut state = LogState::recovered(last);
+                state.deleted_below = first;
+                node.logs.insert(log, state);
             }
-            None => self.create_log(log),
+            _ => node.create_log(log),
         }
         // Acked by every subscription before the crash, but the removal record was lost.
         let unneeded: Vec<Sequence> = if queue.subscriptions.is_empty() {
@@ -288,9 +451,10 @@ impl Node {
                 .map(|message| message.sequence)
                 .collect()
         };
-        self.queue_names.insert(declaration.name, id);
-        self.queues.insert(id, queue);
-        self.with_queue(id, |queue, effects| {
+        node.queue_names.insert(declaration.name, id);
+        node.queues.insert(id, queue);
+        node.account_payloads(id);
+        node.with_queue(id, |queue, effects| {
             for sequence in unneeded {
                 queue.remove_message(
                     sequence,
@@ -299,7 +463,8 @@ impl Node {
                 );
             }
         });
-        Ok(())
+        node.account_payloads(id);
+        self.resident_bytes = node.payload_resident_bytes;
     }
 }
 

@@ -509,7 +509,7 @@ impl Queue {
         subscription_name: &str,
         sequence: Sequence,
         published_at: UnixMillis,
-        payload: &bytes::Bytes,
+        payload_digest: u64,
         effects: &mut Effects,
     ) {
         let Some(id) = self.subscription_names.get(subscription_name).copied() else {
@@ -518,8 +518,12 @@ impl Queue {
         let Some(message) = self.messages.get_mut(sequence) else {
             return;
         };
-        // Recovery runs before any payload leaves memory, so both payloads are at hand.
-        if message.published_at != published_at || self.payloads.get(sequence) != Some(payload) {
+        // A payload on disk is not compared: the sequence, subscription and publish time (to
+        // the millisecond) of a queue of that name already name the message.
+        let same_payload = self.payloads.get(sequence).is_none_or(|payload| {
+            crate::node::moved_dead_letters::payload_digest(payload) == payload_digest
+        });
+        if message.published_at != published_at || !same_payload {
             return;
         }
         let subscription = self.subscriptions.get_mut(&id).expect("named");

@@ -126,6 +126,40 @@ fn segments_roll_at_segment_bytes() {
     }
 }
 
+// A streaming open hands the records over one segment file at a time, oldest first: the
+// pieces are the segments' records, and together they are what a whole open returns.
+#[test]
+fn open_with_each_hands_over_one_segment_at_a_time() {
+    let temporary = TemporaryDirectory::new("each");
+    let (mut log, _) = open(temporary.path(), THREE_RECORDS_BYTES);
+    let appended = append_all(&mut log, 1..=10, 10);
+    log.sync().expect("sync");
+    drop(log);
+    let mut pieces: Vec<Vec<u64>> = Vec::new();
+    let mut streamed = Vec::new();
+    let log = SegmentedLog::open_with_each(
+        OsFileSystem,
+        temporary.path(),
+        LogConfig {
+            segment_bytes: THREE_RECORDS_BYTES,
+        },
+        &mut |records| {
+            pieces.push(records.iter().map(|record| record.index).collect());
+            streamed.extend(records);
+        },
+    )
+    .expect("open");
+    assert_eq!(
+        pieces,
+        vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+    );
+    assert_eq!(streamed, appended);
+    assert_eq!(log.last_index(), Some(10));
+    drop(log);
+    let (_, whole) = open(temporary.path(), THREE_RECORDS_BYTES);
+    assert_eq!(whole, streamed);
+}
+
 // One `append_many` lays records out exactly as one `append` per record does (the same
 // segment files, byte for byte, and the same records after a reopen), and a bad index stops
 // the batch there: what came before it is in the log, nothing after.
