@@ -72,12 +72,14 @@ impl<F: FileSystem> StorageExecutor<F> {
                 _ => recovered.logs.push((log, records)),
             },
         )?;
+        // Empty logs are reported after the others; the collected result is in log order.
+        recovered.logs.sort_by_key(|(log, _)| *log);
         Ok((executor, recovered))
     }
 
     /// Opens (creating if needed) the data directory and hands each log's records to `each`,
     /// one segment file at a time as they are read, log after log in name order (`meta`
-    /// first): a node rebuilt from them ([`krest_core::NodeRecovery`]) never holds the whole
+    /// first), then every log that holds no record, with no records: a node rebuilt from them ([`krest_core::NodeRecovery`]) never holds the whole
     /// backlog in memory.
     pub fn open_with_each(
         file_system: F,

@@ -129,6 +129,10 @@ impl NodeRecovery {
             self.finish_queue();
         }
         if self.current.is_none() {
+            assert!(
+                !self.node.queues.contains_key(&queue),
+                "the pieces of one log come one after the other"
+            );
             let declared = self.declared.as_mut().expect("read above");
             let Some(declaration) = declared.remove(&queue) else {
                 if !self.orphans.contains(&log) {
