@@ -16,7 +16,7 @@ use krest_proto::client::{
 use crate::config::ClientConfig;
 use crate::consumer::{Consumer, SubscribeOptions};
 use crate::error::ClientError;
-use crate::producer::Producer;
+use crate::producer::{Producer, ProducerSettings};
 use crate::runtime::DriverTask;
 use crate::shared::{InFlight, Shared};
 
@@ -256,6 +256,19 @@ impl Client {
     /// A producer for `queue` with the default options (5 retries, no headers).
     pub fn producer(&self, queue: impl Into<String>) -> Producer {
         Producer::new(self.clone(), queue.into())
+    }
+
+    /// A producer with `settings` as its defaults (its queue, confirm policy and retries);
+    /// settings without a queue are an error.
+    pub fn producer_with(&self, settings: &ProducerSettings) -> Result<Producer, ClientError> {
+        if settings.queue.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "producer settings name no queue (queue, KREST_PRODUCER_QUEUE)".into(),
+            ));
+        }
+        Ok(Producer::new(self.clone(), settings.queue.clone())
+            .with_confirm(settings.confirm)
+            .with_retries(settings.retries))
     }
 
     /// Subscribes to a queue; see [`SubscribeOptions`].

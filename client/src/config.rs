@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::error::ClientError;
+
 /// Connection settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -35,6 +37,23 @@ impl ClientConfig {
             servers: servers.into_iter().map(Into::into).collect(),
             ..ClientConfig::default()
         }
+    }
+
+    /// Defaults overridden by the `KREST_CLIENT_*` variables among `vars` (pass
+    /// `std::env::vars()`): `SERVERS` (comma-separated `HOST:PORT`s), `NAME`,
+    /// `CONNECT_TIMEOUT_MS`, `REQUEST_TIMEOUT_MS`, `RECONNECT_BACKOFF_MIN_MS`,
+    /// `RECONNECT_BACKOFF_MAX_MS`, `RECONNECT_ATTEMPTS_PER_REQUEST`, `MAX_FRAME_BYTES`. Other
+    /// `KREST_CLIENT_*` names and values that do not parse are errors naming the variable.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ClientConfig, ClientError> {
+        crate::settings::from_env(vars)
+    }
+
+    /// Settings from a TOML table with the same keys in lower case (`servers = ["a:7654"]`,
+    /// `request_timeout_ms = 5000`, ...); unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<ClientConfig, ClientError> {
+        crate::settings::from_toml(text, "client settings")
     }
 
     /// The wait before connection attempt number `consecutive_failures` (0: the first attempt

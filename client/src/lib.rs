@@ -54,6 +54,7 @@ mod listeners;
 pub mod machine;
 mod producer;
 mod runtime;
+mod settings;
 mod shared;
 
 #[cfg(all(test, feature = "tokio"))]
@@ -77,7 +78,9 @@ pub use crate::consumer::{
 pub use crate::error::ClientError;
 #[cfg(feature = "listeners")]
 pub use crate::listeners::{ListenerSettings, Listeners, Outcome};
-pub use crate::producer::{PendingSend, Producer, DEFAULT_PRODUCER_RETRIES};
+pub use crate::producer::{
+    ConfirmPolicy, PendingSend, Producer, ProducerSettings, DEFAULT_PRODUCER_RETRIES,
+};
 pub use krest_proto::client::{
     AckMode, DeliveryMode, DeliveryTag, ErrorCode, Header, OutgoingMessage, OverflowPolicy,
     QueueInfo, QueueKind, QueueSettings, SubscriptionInfo,

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -38,8 +37,7 @@ pub enum Outcome {
 }
 
 /// How one listener runs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
     /// Handlers running at once.
     pub concurrency: u32,
@@ -49,6 +47,29 @@ pub struct ListenerSettings {
     pub retry_backoff_max_ms: u64,
     /// Longest a drain waits for running handlers at shutdown.
     pub drain_timeout_ms: u64,
+}
+
+impl crate::settings::Settings for ListenerSettings {
+    const ENV_PREFIX: &'static str = "KREST_LISTENER_";
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        use crate::settings::parse;
+        match key {
+            "concurrency" => self.concurrency = parse(value)?,
+            "retry_backoff_min_ms" => self.retry_backoff_min_ms = parse(value)?,
+            "retry_backoff_max_ms" => self.retry_backoff_max_ms = parse(value)?,
+            "drain_timeout_ms" => self.drain_timeout_ms = parse(value)?,
+            _ => return Err(format!("unknown listener setting {key:?}")),
+        }
+        Ok(())
+    }
+
+    fn validate(self) -> Result<ListenerSettings, String> {
+        if self.concurrency == 0 {
+            return Err("listener concurrency must be at least 1".into());
+        }
+        Ok(self)
+    }
 }
 
 impl Default for ListenerSettings {
@@ -69,47 +90,12 @@ impl ListenerSettings {
     pub fn from_env(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<ListenerSettings, ClientError> {
-        let mut settings = ListenerSettings::default();
-        for (name, value) in vars {
-            let Some(key) = name.strip_prefix("KREST_LISTENER_") else {
-                continue;
-            };
-            let number = |value: &str| {
-                value.trim().parse::<u64>().map_err(|_| {
-                    ClientError::InvalidArgument(format!("{name}={value:?} is not a number"))
-                })
-            };
-            match key {
-                "CONCURRENCY" => {
-                    settings.concurrency = u32::try_from(number(&value)?).unwrap_or(u32::MAX)
-                }
-                "RETRY_BACKOFF_MIN_MS" => settings.retry_backoff_min_ms = number(&value)?,
-                "RETRY_BACKOFF_MAX_MS" => settings.retry_backoff_max_ms = number(&value)?,
-                "DRAIN_TIMEOUT_MS" => settings.drain_timeout_ms = number(&value)?,
-                _ => {
-                    return Err(ClientError::InvalidArgument(format!(
-                        "unknown listener setting {name}"
-                    )))
-                }
-            }
-        }
-        settings.validate()
+        crate::settings::from_env(vars)
     }
 
     /// Settings from a TOML table (`concurrency = 8` ...); unknown keys are errors.
     pub fn from_toml(text: &str) -> Result<ListenerSettings, ClientError> {
-        let settings: ListenerSettings = toml::from_str(text)
-            .map_err(|error| ClientError::InvalidArgument(format!("listener settings: {error}")))?;
-        settings.validate()
-    }
-
-    fn validate(self) -> Result<ListenerSettings, ClientError> {
-        if self.concurrency == 0 {
-            return Err(ClientError::InvalidArgument(
-                "listener concurrency must be at least 1".into(),
-            ));
-        }
-        Ok(self)
+        crate::settings::from_toml(text, "listener settings")
     }
 
     /// The retry delay before delivery number `delivery_count + 1`: the minimum after the

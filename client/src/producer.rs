@@ -5,6 +5,9 @@
 //! fails in a way a retry may cure (disconnect, timeout, `UNAVAILABLE`) is sent again with the
 //! same producer sequence, so the server confirms it with the original queue sequence and
 //! stores it once. Other errors are returned at once. Retries are bounded per message.
+//!
+//! What `send` waits for is the producer's [`ConfirmPolicy`]: the confirm (the default), or
+//! only the hand-over to the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,60 @@ use crate::shared::InFlight;
 /// Retries per message unless [`Producer::with_retries`] says otherwise.
 pub const DEFAULT_PRODUCER_RETRIES: u32 = 5;
 
+/// What [`Producer::send`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfirmPolicy {
+    /// The server's confirm: the message is stored (after fsync, for a persistent or delay
+    /// queue), and `send` returns its queue sequence. Failures a retry may cure are retried.
+    #[default]
+    Wait,
+    /// Only the hand-over to the connection: `send` returns `0` (no stored message has that
+    /// sequence) as soon as the message is queued for writing. The request still goes out,
+    /// after a reconnect too, but its answer is dropped unread, so a failure after the
+    /// hand-over (`QUEUE_FULL`, a timeout) goes unreported: at most once, for data that may be
+    /// lost. Use [`Producer::start_send`] to keep sends in flight and still check them.
+    NoWait,
+}
+
+/// A producer's defaults, from code, the environment ([`ProducerSettings::from_env`]) or TOML
+/// ([`ProducerSettings::from_toml`]); [`Client::producer_with`] builds the producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSettings {
+    /// The queue it publishes to.
+    pub queue: String,
+    /// What `send` waits for.
+    pub confirm: ConfirmPolicy,
+    /// Retries per message.
+    pub retries: u32,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> ProducerSettings {
+        ProducerSettings {
+            queue: String::new(),
+            confirm: ConfirmPolicy::Wait,
+            retries: DEFAULT_PRODUCER_RETRIES,
+        }
+    }
+}
+
+impl ProducerSettings {
+    /// Defaults overridden by `KREST_PRODUCER_QUEUE`, `KREST_PRODUCER_CONFIRM` (`wait` or
+    /// `no-wait`) and `KREST_PRODUCER_RETRIES` among `vars` (pass `std::env::vars()`); other
+    /// `KREST_PRODUCER_*` names and values that do not parse are errors naming the variable.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ProducerSettings, ClientError> {
+        crate::settings::from_env(vars)
+    }
+
+    /// Settings from a TOML table (`queue = "orders"`, `confirm = "wait"`, `retries = 5`);
+    /// unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<ProducerSettings, ClientError> {
+        crate::settings::from_toml(text, "producer settings")
+    }
+}
+
 /// Publishes to one queue with confirms and idempotent retries. Cheap to clone; `send` takes
 /// `&self`, so many sends can be in flight at once, from one task or many.
 #[derive(Clone)]
@@ -27,6 +84,7 @@ pub struct Producer {
     client: Client,
     queue: Arc<str>,
     retries_max: u32,
+    confirm: ConfirmPolicy,
     headers: Arc<[Header]>,
 }
 
@@ -45,8 +103,15 @@ impl Producer {
             client,
             queue: queue.into(),
             retries_max: DEFAULT_PRODUCER_RETRIES,
+            confirm: ConfirmPolicy::Wait,
             headers: Arc::new([]),
         }
+    }
+
+    /// The same producer, with `send` waiting for what `confirm` says.
+    pub fn with_confirm(mut self, confirm: ConfirmPolicy) -> Producer {
+        self.confirm = confirm;
+        self
     }
 
     /// The same producer, retrying each message at most `retries_max` times.
@@ -71,7 +136,8 @@ impl Producer {
         &self.queue
     }
 
-    /// Publishes one payload; returns its queue sequence once the server confirmed it.
+    /// Publishes one payload; returns its queue sequence once the server confirmed it (`0`
+    /// at once with [`ConfirmPolicy::NoWait`]).
     pub async fn send(&self, payload: impl Into<Bytes>) -> Result<u64, ClientError> {
         self.send_message(message_with_payload(payload.into()))
             .await
@@ -88,9 +154,17 @@ impl Producer {
         self.send_message(message).await
     }
 
-    /// Publishes one message as given (its `producer_sequence`, if 0, is assigned here).
+    /// Publishes one message as given (its `producer_sequence`, if 0, is assigned here); what
+    /// it waits for is the producer's [`ConfirmPolicy`].
     pub async fn send_message(&self, message: OutgoingMessage) -> Result<u64, ClientError> {
-        self.start_send(message).await?.confirmed().await
+        let pending = self.start_send(message).await?;
+        match self.confirm {
+            ConfirmPolicy::Wait => pending.confirmed().await,
+            ConfirmPolicy::NoWait => {
+                pending.request.detach();
+                Ok(0)
+            }
+        }
     }
 
     /// Queues one message for writing and returns without waiting for its confirm. Messages

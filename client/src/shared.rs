@@ -392,6 +392,15 @@ impl Future for InFlight {
     }
 }
 
+impl InFlight {
+    /// Lets the request run to its end (written, retried after a reconnect, answered or timed
+    /// out) with nobody waiting: its answer is dropped when it comes.
+    pub(crate) fn detach(self) {
+        self.shared.lock().answers.remove(&self.key);
+        // Dropping `self` now cancels nothing: the answer slot is gone.
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.shared.cancel(self.key);

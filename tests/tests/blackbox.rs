@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use krest_client::{
-    AckMode, Client, ClientConfig, DeliveryMode, ErrorCode, OutgoingMessage, QueueKind,
-    QueueSettings, SubscribeOptions,
+    AckMode, Client, ClientConfig, ConfirmPolicy, DeliveryMode, ErrorCode, OutgoingMessage,
+    ProducerSettings, QueueKind, QueueSettings, SubscribeOptions,
 };
 use krest_proto::client::{client_frame, server_frame, Ping};
 use krest_tests::deliveries::{body, next_delivery as next};
@@ -24,6 +24,7 @@ krest_tests::for_each_server!(krest_tests::block_on;
     a_backlog_beyond_the_payload_budget_is_read_back_from_disk_across_a_kill_9,
     garbage_and_oversized_frames_close_only_that_connection,
     sigterm_stops_the_server_cleanly,
+    a_producer_built_from_environment_settings_publishes_with_its_confirm_policy,
 );
 
 async fn connect(server: &Server) -> Client {
@@ -533,4 +534,65 @@ async fn sigterm_stops_the_server_cleanly(kind: ServerKind) {
         .await
         .expect("subscribe");
     assert_eq!(body(&next(&mut consumer).await), "before");
+}
+
+async fn a_producer_built_from_environment_settings_publishes_with_its_confirm_policy(
+    kind: ServerKind,
+) {
+    let server = Server::start(kind);
+    let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    };
+    let address = server.address();
+    let config = ClientConfig::from_env(vars(&[
+        ("KREST_CLIENT_SERVERS", address.as_str()),
+        ("KREST_CLIENT_NAME", "settings-test"),
+    ]))
+    .expect("client settings");
+    let client = Client::connect(config).await.expect("client connects");
+    client
+        .declare_queue("configured", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    let waiting = ProducerSettings::from_toml("queue = \"configured\"\nretries = 2\n")
+        .expect("producer settings");
+    assert_eq!(waiting.confirm, ConfirmPolicy::Wait);
+    let producer = client.producer_with(&waiting).expect("producer");
+    let first = producer.send("confirmed").await.expect("send");
+    assert!(first > 0, "a confirmed send returns the queue sequence");
+
+    let no_wait = ProducerSettings::from_env(vars(&[
+        ("KREST_PRODUCER_QUEUE", "configured"),
+        ("KREST_PRODUCER_CONFIRM", "no-wait"),
+    ]))
+    .expect("producer settings");
+    let producer = client.producer_with(&no_wait).expect("producer");
+    for number in 0..10 {
+        let sequence = producer.send(format!("unconfirmed {number}")).await;
+        assert_eq!(sequence.expect("handed over"), 0, "no-wait returns at once");
+    }
+    // Unconfirmed sends still arrive, in order, after the confirmed one.
+    let mut consumer = client
+        .subscribe(SubscribeOptions::new("configured"))
+        .await
+        .expect("subscribe");
+    let mut seen = Vec::new();
+    for _ in 0..11 {
+        let delivery = next(&mut consumer).await;
+        seen.push(body(&delivery));
+        consumer.ack(&delivery).await.expect("ack");
+    }
+    let mut expected = vec!["confirmed".to_string()];
+    expected.extend((0..10).map(|number| format!("unconfirmed {number}")));
+    assert_eq!(seen, expected);
+
+    let nameless = ProducerSettings::default();
+    let error = client.producer_with(&nameless).err().expect("no queue");
+    assert!(
+        error.to_string().contains("KREST_PRODUCER_QUEUE"),
+        "{error}"
+    );
 }
