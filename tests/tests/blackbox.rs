@@ -25,6 +25,7 @@ krest_tests::for_each_server!(krest_tests::block_on;
     garbage_and_oversized_frames_close_only_that_connection,
     sigterm_stops_the_server_cleanly,
     a_producer_built_from_environment_settings_publishes_with_its_confirm_policy,
+    sigterm_under_load_answers_every_publish_and_keeps_every_confirmed_one,
 );
 
 async fn connect(server: &Server) -> Client {
@@ -595,4 +596,92 @@ async fn a_producer_built_from_environment_settings_publishes_with_its_confirm_p
         error.to_string().contains("KREST_PRODUCER_QUEUE"),
         "{error}"
     );
+}
+
+async fn sigterm_under_load_answers_every_publish_and_keeps_every_confirmed_one(kind: ServerKind) {
+    // Proves that SIGTERM while publishes are in flight ends with every publish answered (a
+    // confirm, or an error once the server stops taking work), exit code 0, and every
+    // confirmed message present after a restart.
+    let mut server = Server::start(kind);
+    let config = ClientConfig {
+        reconnect_attempts_per_request: 1,
+        reconnect_backoff_min: Duration::from_millis(10),
+        reconnect_backoff_max: Duration::from_millis(10),
+        request_timeout: Duration::from_secs(10),
+        ..ClientConfig::new([server.address()])
+    };
+    let client = Client::connect(config).await.expect("client connects");
+    client
+        .declare_queue("drained", settings(QueueKind::Persistent))
+        .await
+        .expect("declare");
+    let producer = client.producer("drained").with_retries(0);
+    let mut pending = std::collections::VecDeque::new();
+    let mut confirmed = Vec::new();
+    let mut failed = 0;
+    let mut signalled = false;
+    for number in 0..3_000u32 {
+        let message = OutgoingMessage {
+            payload: format!("m{number}").into(),
+            ..Default::default()
+        };
+        match producer.start_send(message).await {
+            Ok(send) => pending.push_back((number, send)),
+            Err(_) => failed += 1,
+        }
+        // A window of 64: the oldest confirm is awaited before more go out.
+        if pending.len() >= 64 {
+            let (number, send) = pending.pop_front().expect("non-empty");
+            match send.confirmed().await {
+                Ok(_) => confirmed.push(number),
+                Err(_) => failed += 1,
+            }
+        }
+        if number == 500 {
+            let pid = server.pid().expect("running");
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            signalled = true;
+        }
+    }
+    assert!(signalled);
+    for (number, send) in pending {
+        match send.confirmed().await {
+            Ok(_) => confirmed.push(number),
+            Err(_) => failed += 1,
+        }
+    }
+    let status = server.wait_for_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    assert_eq!(
+        confirmed.len() + failed,
+        3_000,
+        "every publish is answered once"
+    );
+    assert!(confirmed.len() >= 400, "{} confirmed", confirmed.len());
+    assert!(failed > 0, "publishes after the signal fail");
+    client.close().await;
+
+    server.restart();
+    let client = connect(&server).await;
+    let info = client.queue_info("drained").await.expect("info");
+    let mut consumer = client
+        .subscribe(SubscribeOptions {
+            ack_mode: AckMode::Auto,
+            ..SubscribeOptions::new("drained")
+        })
+        .await
+        .expect("subscribe");
+    let mut stored = std::collections::BTreeSet::new();
+    for _ in 0..info.messages {
+        let text = body(&next(&mut consumer).await);
+        stored.insert(text[1..].parse::<u32>().expect("a number"));
+    }
+    let lost: Vec<u32> = confirmed
+        .iter()
+        .copied()
+        .filter(|number| !stored.contains(number))
+        .collect();
+    assert!(lost.is_empty(), "confirmed and lost: {lost:?}");
 }

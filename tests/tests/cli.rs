@@ -144,6 +144,7 @@ krest_tests::for_each_server!(krest_tests::call;
     broadcast_subscribers_each_print_every_message,
     failures_exit_1_with_one_line_and_usage_errors_exit_2,
     cluster_info_and_server_check_ask_the_admin_api,
+    a_fenced_node_fails_readyz_and_server_check_and_keeps_what_it_confirmed,
 );
 
 fn cluster_info_and_server_check_ask_the_admin_api(kind: ServerKind) {
@@ -640,4 +641,96 @@ fn broadcast_subscribers_each_print_every_message(kind: ServerKind) {
     assert!(published.status.success(), "{}", text(&published.stderr));
     assert_eq!(first.finish(), "extra\nedition\n");
     assert_eq!(second.finish(), "extra\nedition\n");
+}
+
+fn a_fenced_node_fails_readyz_and_server_check_and_keeps_what_it_confirmed(kind: ServerKind) {
+    // Proves a storage failure on a real server (its next segment file cannot be created)
+    // fences the node: publishes fail with UNAVAILABLE, `/readyz` answers 503 with the reason,
+    // `server check` exits non-zero, `/metrics` shows `krest_fenced 1`; and after a restart
+    // on a healthy disk every message that was confirmed is still there.
+    let mut server = Server::start_with(kind, &["--set", "storage.segment_bytes=4096"]);
+    let created = krest(
+        &server,
+        &["queue", "create", "doomed", "--kind", "persistent"],
+        None,
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let line = "x".repeat(1000);
+    let first = krest(&server, &["pub", "doomed", &line], None);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // Block every name the next segments could take: creating one fails.
+    let log_dir = find_dir(&server.data_dir().join("data"), "queue-").expect("the queue's log");
+    let mut blocked = Vec::new();
+    for index in 2..200u64 {
+        let path = log_dir.join(format!("{index:020}.seg"));
+        if !path.exists() {
+            std::fs::create_dir(&path).expect("block a segment name");
+            blocked.push(path);
+        }
+    }
+    let mut confirmed = 1;
+    let mut refusal = None;
+    for _ in 0..40 {
+        let published = krest(&server, &["pub", "doomed", &line], None);
+        if published.status.success() {
+            confirmed += 1;
+        } else {
+            refusal = Some(text(&published.stderr));
+            break;
+        }
+    }
+    let refusal = refusal.expect("a publish fails once the segment is full");
+    assert!(refusal.contains("UNAVAILABLE"), "{refusal}");
+
+    let (status, body) = server.admin_request("GET", "/readyz", "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("fenced"), "{body}");
+    let check = krest(&server, &["--json", "server", "check"], None);
+    assert!(!check.status.success(), "{}", text(&check.stdout));
+    let report: Value = serde_json::from_slice(&check.stdout).expect("json");
+    assert_eq!(report["healthy"], true, "the process answers: {report}");
+    assert_eq!(report["ready"], false, "{report}");
+    let (_, metrics) = server.admin_request("GET", "/metrics", "");
+    assert!(
+        metrics.lines().any(|line| line == "krest_fenced 1"),
+        "{metrics}"
+    );
+
+    server.kill9();
+    for path in blocked {
+        std::fs::remove_dir(&path).expect("unblock");
+    }
+    server.restart();
+    let received = krest(
+        &server,
+        &[
+            "sub",
+            "doomed",
+            "--count",
+            &confirmed.to_string(),
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    );
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(text(&received.stdout).lines().count(), confirmed);
+}
+
+/// The first directory under `root` (depth first) whose name starts with `prefix`.
+fn find_dir(root: &std::path::Path, prefix: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(root).ok()? {
+        let path = entry.ok()?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        if name.starts_with(prefix) {
+            return Some(path);
+        }
+        if let Some(found) = find_dir(&path, prefix) {
+            return Some(found);
+        }
+    }
+    None
 }
