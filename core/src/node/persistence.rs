@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use krest_proto::client::{server_frame, ErrorCode};
 use krest_proto::storage::{queue_record, Acked, QueueRecord, RemoveReason, Removed};
+use smallvec::SmallVec;
 
 use super::Node;
 use crate::ids::{AdminRequestId, ConnId, LogIndex, QueueId, Sequence, SubscriptionId, WaiterId};
@@ -140,7 +141,7 @@ impl Node {
         // its declaration twice) must not be counted twice, or the waiter would never run.
         // A handful of logs at most (a queue's and the metadata log), so a small vector
         // searched linearly beats a map.
-        let mut unmet: Vec<(LogId, LogIndex)> = Vec::new();
+        let mut unmet: SmallVec<[(LogId, LogIndex); 2]> = SmallVec::new();
         for (log, index) in needs {
             let behind = self
                 .logs
@@ -429,17 +430,17 @@ impl Node {
             return None;
         }
         let next_sequence = queue_state.next_sequence.0;
-        let mut bodies = Vec::new();
-        let mut by_subscription: BTreeMap<SubscriptionId, Vec<u64>> = BTreeMap::new();
+        // Usually one subscription acks and one reason removes: small vectors searched
+        // linearly, not maps, so an ack costs no allocation beyond its record's own.
+        let mut bodies: SmallVec<[QueueRecord; 2]> = SmallVec::new();
+        let mut by_subscription: SmallVec<[(SubscriptionId, Vec<u64>); 1]> = SmallVec::new();
         for (subscription, sequence) in acked {
             // An ack of a message removed in the same operation needs no record of its own.
             if queue_state.messages.contains_key(*sequence) {
-                by_subscription
-                    .entry(*subscription)
-                    .or_default()
-                    .push(sequence.0);
+                group(&mut by_subscription, *subscription).push(sequence.0);
             }
         }
+        by_subscription.sort_unstable_by_key(|(subscription, _)| *subscription);
         for (subscription, sequences) in by_subscription {
             let Some(name) = queue_state
                 .subscriptions
@@ -456,13 +457,11 @@ impl Node {
                 })),
             });
         }
-        let mut by_reason: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+        let mut by_reason: SmallVec<[(i32, Vec<u64>); 1]> = SmallVec::new();
         for (sequence, reason) in removed {
-            by_reason
-                .entry(*reason as i32)
-                .or_default()
-                .push(sequence.0);
+            group(&mut by_reason, *reason as i32).push(sequence.0);
         }
+        by_reason.sort_unstable_by_key(|(reason, _)| *reason);
         for (reason, sequences) in by_reason {
             let removed = |sequences| QueueRecord {
                 body: Some(queue_record::Body::Removed(Removed {
@@ -586,4 +585,19 @@ impl Node {
             body: Some(body),
         })
     }
+}
+
+/// The values grouped under `key` in `groups` (a new, empty group if it has none yet).
+fn group<K: PartialEq, const N: usize>(
+    groups: &mut SmallVec<[(K, Vec<u64>); N]>,
+    key: K,
+) -> &mut Vec<u64> {
+    let position = match groups.iter().position(|(known, _)| *known == key) {
+        Some(position) => position,
+        None => {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        }
+    };
+    &mut groups[position].1
 }

@@ -6,6 +6,7 @@ use krest_proto::client::{
     server_frame, CancelDelayed, ErrorCode, Header, OutgoingMessage, Publish, PublishOk,
 };
 use krest_proto::storage::{queue_record, QueueRecord, StoredMessage};
+use smallvec::SmallVec;
 
 use super::idempotency::Stored;
 use super::persistence::WaiterAction;
@@ -62,13 +63,14 @@ impl Node {
             .connections
             .get(&conn)
             .and_then(|connection| connection.producer);
-        let accepted: Vec<Accepted> = request
+        // One message per publish is the common case: no allocation for these lists then.
+        let accepted: SmallVec<[Accepted; 1]> = request
             .messages
             .into_iter()
             .map(|message| self.validate_message(kind, producer, message))
             .collect::<Result<_, _>>()?;
         // Split retried messages (already stored) from new ones.
-        let mut known: Vec<Option<Stored>> = Vec::with_capacity(accepted.len());
+        let mut known: SmallVec<[Option<Stored>; 4]> = SmallVec::with_capacity(accepted.len());
         let (mut new_count, mut new_bytes) = (0u64, 0u64);
         for message in &accepted {
             let stored = message
@@ -108,7 +110,7 @@ impl Node {
         }
         let confirms = sequences.len() as u32;
         self.add_unconfirmed(conn, confirms);
-        let mut needs = Vec::with_capacity(2);
+        let mut needs: SmallVec<[(LogId, LogIndex); 2]> = SmallVec::new();
         if let Some(index) = last_index {
             needs.push((LogId::Queue(queue), index));
         }

@@ -9,6 +9,8 @@ use krest_proto::client::{Delivery, DeliveryTag};
 use krest_proto::storage::RemoveReason;
 use std::ops::Bound;
 
+use smallvec::SmallVec;
+
 use super::table::SeqRing;
 use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
@@ -347,7 +349,7 @@ impl Queue {
         let queue = self.id;
         let max_deliveries = self.settings.max_deliveries;
         let mut outcome = SettleOutcome::default();
-        let mut unneeded = Vec::new();
+        let mut unneeded: SmallVec<[Sequence; 8]> = SmallVec::new();
         let Some(subscription) = self.subscriptions.get_mut(&id) else {
             outcome.unknown = tags.len() as u32;
             return outcome;
