@@ -68,9 +68,8 @@ impl Node {
                     subscription
                         .in_flight
                         .keys()
-                        .chain(subscription.ready.keys())
-                        .chain(subscription.waiting.keys())
-                        .copied()
+                        .chain(subscription.ready.keys().copied())
+                        .chain(subscription.waiting.keys().copied())
                 })
                 .collect();
             let mut resident_bytes = 0;
@@ -416,16 +415,16 @@ fn check_subscription(queue: &Queue, subscription: &Subscription) {
     let mut named: BTreeSet<Sequence> = BTreeSet::new();
     let tables = [
         subscription.in_flight.keys().collect::<Vec<_>>(),
-        subscription.ready.keys().collect(),
-        subscription.waiting.keys().collect(),
+        subscription.ready.keys().copied().collect(),
+        subscription.waiting.keys().copied().collect(),
     ];
     for sequence in tables.into_iter().flatten() {
         assert!(
-            delivered(sequence),
+            delivered(&sequence),
             "{sequence} of subscription {id} was delivered"
         );
         assert!(
-            named.insert(*sequence),
+            named.insert(sequence),
             "{sequence} is in one table of subscription {id}"
         );
     }
@@ -439,7 +438,7 @@ fn check_subscription(queue: &Queue, subscription: &Subscription) {
             "{sequence} is in one table of subscription {id}"
         );
     }
-    for (sequence, in_flight) in &subscription.in_flight {
+    for (sequence, in_flight) in subscription.in_flight.iter() {
         assert!(in_flight.delivery_count >= 1);
         match in_flight.consumer {
             Some(consumer) => {

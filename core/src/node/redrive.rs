@@ -249,7 +249,7 @@ impl Node {
         let held: BTreeSet<Sequence> = queue_state
             .subscriptions
             .values()
-            .flat_map(|subscription| subscription.in_flight.keys().copied())
+            .flat_map(|subscription| subscription.in_flight.keys())
             .collect();
         let from = after.map_or(Sequence(0), |after| after.next());
         queue_state

@@ -119,7 +119,7 @@ impl Queue {
             .in_flight
             .iter()
             .filter(|(_, in_flight)| in_flight.consumer == Some(consumer))
-            .map(|(sequence, _)| *sequence)
+            .map(|(sequence, _)| sequence)
             .collect();
         for sequence in held {
             take_back(
@@ -358,7 +358,7 @@ impl Queue {
             let sequence = Sequence(tag.sequence);
             let held = subscription
                 .in_flight
-                .get(&sequence)
+                .get(sequence)
                 .is_some_and(|in_flight| {
                     in_flight.consumer == Some(consumer)
                         && in_flight.delivery_count == tag.delivery_count
@@ -369,7 +369,7 @@ impl Queue {
             }
             outcome.applied += 1;
             if let SettleAction::Extend { lease } = action {
-                let in_flight = subscription.in_flight.get_mut(&sequence).expect("held");
+                let in_flight = subscription.in_flight.get_mut(sequence).expect("held");
                 let timer = lease_timer(queue, id, sequence);
                 if let Some(old) = in_flight.lease_deadline {
                     effects.disarm.push((old, timer));
@@ -379,7 +379,7 @@ impl Queue {
                 effects.arm.push((deadline, timer));
                 continue;
             }
-            let in_flight = subscription.in_flight.remove(&sequence).expect("held");
+            let in_flight = subscription.in_flight.remove(sequence).expect("held");
             release_in_flight(queue, subscription, sequence, &in_flight, effects);
             let message = self
                 .messages
@@ -440,7 +440,7 @@ impl Queue {
         };
         let expired = subscription
             .in_flight
-            .get(&sequence)
+            .get(sequence)
             .is_some_and(|in_flight| {
                 in_flight.consumer.is_some()
                     && in_flight
@@ -487,12 +487,12 @@ impl Queue {
         };
         let moving = subscription
             .in_flight
-            .get(&sequence)
+            .get(sequence)
             .is_some_and(|in_flight| in_flight.consumer.is_none());
         if !moving {
             return;
         }
-        subscription.in_flight.remove(&sequence);
+        subscription.in_flight.remove(sequence);
         self.counters.dead_lettered += 1;
         let message = self
             .messages
@@ -546,9 +546,9 @@ impl Queue {
         let Some(subscription) = self.subscriptions.get_mut(&id) else {
             return;
         };
-        if let Some(in_flight) = subscription.in_flight.get(&sequence).copied() {
+        if let Some(in_flight) = subscription.in_flight.get(sequence).copied() {
             if in_flight.consumer.is_none() {
-                subscription.in_flight.remove(&sequence);
+                subscription.in_flight.remove(sequence);
                 subscription
                     .ready
                     .insert(sequence, in_flight.delivery_count);
@@ -599,7 +599,7 @@ fn take_back(
     sequence: Sequence,
     effects: &mut Effects,
 ) {
-    let Some(in_flight) = subscription.in_flight.remove(&sequence) else {
+    let Some(in_flight) = subscription.in_flight.remove(sequence) else {
         return;
     };
     release_in_flight(queue, subscription, sequence, &in_flight, effects);

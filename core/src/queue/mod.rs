@@ -320,7 +320,7 @@ impl Queue {
                     },
                 ));
             }
-            if let Some(in_flight) = subscription.in_flight.remove(&sequence) {
+            if let Some(in_flight) = subscription.in_flight.remove(sequence) {
                 release_in_flight(queue, subscription, sequence, &in_flight, effects);
             }
         }
@@ -355,11 +355,11 @@ impl Queue {
         };
         self.subscription_names.remove(&subscription.name);
         let queue = self.id;
-        for (sequence, in_flight) in &subscription.in_flight {
+        for (sequence, in_flight) in subscription.in_flight.iter() {
             if let Some(deadline) = in_flight.lease_deadline {
                 effects
                     .disarm
-                    .push((deadline, lease_timer(queue, id, *sequence)));
+                    .push((deadline, lease_timer(queue, id, sequence)));
             }
         }
         for (sequence, (_, due)) in &subscription.waiting {
@@ -393,7 +393,7 @@ impl Queue {
         let held: BTreeSet<Sequence> = self
             .subscriptions
             .values()
-            .flat_map(|subscription| subscription.in_flight.keys().copied())
+            .flat_map(|subscription| subscription.in_flight.keys())
             .collect();
         let doomed: Vec<Sequence> = self
             .messages

@@ -25,7 +25,7 @@ impl Queue {
     /// redelivered).
     pub fn is_held(&self, sequence: Sequence) -> bool {
         self.subscriptions.values().any(|subscription| {
-            subscription.in_flight.contains_key(&sequence)
+            subscription.in_flight.contains_key(sequence)
                 || subscription.ready.contains_key(&sequence)
                 || subscription.waiting.contains_key(&sequence)
         })

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
 use crate::queue::message::OrderKey;
+use crate::queue::table::SeqRing;
 use crate::time::Instant;
 
 /// How a consumer acknowledges.
@@ -87,7 +88,7 @@ pub struct Subscription {
     /// Acked (before a restart) but ahead of the cursor.
     pub skip: BTreeSet<Sequence>,
     /// Delivered, waiting for an ack.
-    pub in_flight: BTreeMap<Sequence, InFlight>,
+    pub in_flight: SeqRing<InFlight>,
     /// To be redelivered now: sequence to deliveries so far.
     pub ready: BTreeMap<Sequence, u32>,
     /// To be redelivered after a nack delay: sequence to (deliveries so far, when).
@@ -111,7 +112,7 @@ impl Subscription {
             broadcast,
             cursor: OrderKey::default(),
             skip: BTreeSet::new(),
-            in_flight: BTreeMap::new(),
+            in_flight: SeqRing::new(),
             ready: BTreeMap::new(),
             waiting: BTreeMap::new(),
             consumers: BTreeMap::new(),
@@ -124,7 +125,7 @@ impl Subscription {
     pub fn needs(&self, sequence: Sequence, key: Option<OrderKey>) -> bool {
         match key {
             Some(key) if key <= self.cursor => {
-                self.in_flight.contains_key(&sequence)
+                self.in_flight.contains_key(sequence)
                     || self.ready.contains_key(&sequence)
                     || self.waiting.contains_key(&sequence)
             }
