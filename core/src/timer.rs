@@ -11,14 +11,13 @@ use crate::time::Instant;
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// An unacked delivery's lease runs out.
+    /// The earliest lease of a subscription's deliveries runs out (one timer per
+    /// subscription: see `queue::subscription::Leases`).
     Lease {
-        /// Queue of the delivery.
+        /// Queue of the deliveries.
         queue: QueueId,
-        /// Subscription holding it.
+        /// Subscription holding them.
         subscription: SubscriptionId,
-        /// Which message.
-        sequence: Sequence,
     },
     /// A nack's delay is over; the message may be redelivered.
     Redelivery {

@@ -446,9 +446,19 @@ fn check_subscription(queue: &Queue, subscription: &Subscription) {
                     subscription.consumers.contains_key(&consumer),
                     "{sequence} of subscription {id} is held by attached consumer {consumer}"
                 );
+                let deadline = in_flight
+                    .lease_deadline
+                    .expect("a held delivery has a lease");
                 assert!(
-                    in_flight.lease_deadline.is_some(),
-                    "a held delivery has a lease"
+                    subscription.leases.watches(deadline, sequence),
+                    "the lease of {sequence} of subscription {id} is watched"
+                );
+                assert!(
+                    subscription
+                        .leases
+                        .armed()
+                        .is_some_and(|armed| armed <= deadline),
+                    "the lease timer of subscription {id} is armed by {deadline:?}"
                 );
             }
             None => assert!(

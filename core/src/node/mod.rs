@@ -243,11 +243,10 @@ impl Node {
                 Timer::Lease {
                     queue,
                     subscription,
-                    sequence,
                 } => {
                     let now = self.now;
                     self.with_queue(queue, |queue, effects| {
-                        queue.expire_lease(subscription, sequence, now, effects)
+                        queue.leases_due(subscription, now, effects)
                     });
                 }
                 Timer::Redelivery {

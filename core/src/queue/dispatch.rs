@@ -15,7 +15,7 @@ use super::table::SeqRing;
 use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
 use crate::planted::{self, PlantedBug};
-use crate::queue::subscription::{AckMode, ConsumerState, InFlight, Subscription};
+use crate::queue::subscription::{AckMode, ConsumerState, InFlight, Leases, Subscription};
 use crate::time::{Instant, Millis, Now, UnixMillis};
 use crate::timer::Timer;
 
@@ -321,9 +321,9 @@ impl Queue {
                         lease_deadline: Some(deadline),
                     },
                 );
-                effects
-                    .arm
-                    .push((deadline, lease_timer(queue, id, sequence)));
+                if let Some(at) = subscription.leases.add(deadline, sequence) {
+                    effects.arm.push((at, lease_timer(queue, id)));
+                }
                 false
             }
             AckMode::Auto => {
@@ -370,17 +370,17 @@ impl Queue {
             outcome.applied += 1;
             if let SettleAction::Extend { lease } = action {
                 let in_flight = subscription.in_flight.get_mut(sequence).expect("held");
-                let timer = lease_timer(queue, id, sequence);
-                if let Some(old) = in_flight.lease_deadline {
-                    effects.disarm.push((old, timer));
-                }
                 let deadline = now.monotonic + lease;
+                // The entry of the old deadline goes stale.
                 in_flight.lease_deadline = Some(deadline);
-                effects.arm.push((deadline, timer));
+                if let Some(at) = subscription.leases.add(deadline, sequence) {
+                    effects.arm.push((at, lease_timer(queue, id)));
+                }
+                subscription.leases.prune(&subscription.in_flight);
                 continue;
             }
             let in_flight = subscription.in_flight.remove(sequence).expect("held");
-            release_in_flight(queue, subscription, sequence, &in_flight, effects);
+            release_in_flight(subscription, &in_flight);
             let message = self
                 .messages
                 .get_mut(sequence)
@@ -425,41 +425,45 @@ impl Queue {
         outcome
     }
 
-    /// A lease timer fired: if the delivery is still unacked past its deadline, take it back.
-    pub fn expire_lease(
-        &mut self,
-        id: SubscriptionId,
-        sequence: Sequence,
-        now: Now,
-        effects: &mut Effects,
-    ) {
+    /// The subscription's lease timer fired: every delivery whose lease ran out is taken back,
+    /// and the timer is armed again at the next lease, if any.
+    pub fn leases_due(&mut self, id: SubscriptionId, now: Now, effects: &mut Effects) {
         let queue = self.id;
         let max_deliveries = self.settings.max_deliveries;
         let Some(subscription) = self.subscriptions.get_mut(&id) else {
             return;
         };
-        let expired = subscription
-            .in_flight
-            .get(sequence)
-            .is_some_and(|in_flight| {
-                in_flight.consumer.is_some()
-                    && in_flight
-                        .lease_deadline
-                        .is_some_and(|deadline| deadline <= now.monotonic)
-            });
-        if !expired || planted::active(PlantedBug::SkipRedeliveryAfterLeaseExpiry) {
-            return;
+        let (expired, next) = subscription
+            .leases
+            .take_due(now.monotonic, &subscription.in_flight);
+        if let Some(next) = next {
+            effects.arm.push((next, lease_timer(queue, id)));
         }
-        self.counters.expired += 1;
-        take_back(
-            queue,
-            max_deliveries,
-            subscription,
-            &self.messages,
-            &self.payloads,
-            sequence,
-            effects,
-        );
+        for (deadline, sequence) in expired {
+            if !Leases::runs_out(&subscription.in_flight, deadline, sequence) {
+                continue; // named twice, and taken back already
+            }
+            if planted::active(PlantedBug::SkipRedeliveryAfterLeaseExpiry) {
+                // The consumer silently keeps the delivery: its lease never runs out again.
+                let forever = now.monotonic + Millis(u64::MAX / 4);
+                let held = subscription.in_flight.get_mut(sequence).expect("runs out");
+                held.lease_deadline = Some(forever);
+                if let Some(at) = subscription.leases.add(forever, sequence) {
+                    effects.arm.push((at, lease_timer(queue, id)));
+                }
+                continue;
+            }
+            self.counters.expired += 1;
+            take_back(
+                queue,
+                max_deliveries,
+                subscription,
+                &self.messages,
+                &self.payloads,
+                sequence,
+                effects,
+            );
+        }
     }
 
     /// A nack delay is over: the message may be redelivered.
@@ -602,7 +606,7 @@ fn take_back(
     let Some(in_flight) = subscription.in_flight.remove(sequence) else {
         return;
     };
-    release_in_flight(queue, subscription, sequence, &in_flight, effects);
+    release_in_flight(subscription, &in_flight);
     let message = messages
         .get(sequence)
         .expect("in-flight messages are stored");

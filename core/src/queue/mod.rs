@@ -321,7 +321,7 @@ impl Queue {
                 ));
             }
             if let Some(in_flight) = subscription.in_flight.remove(sequence) {
-                release_in_flight(queue, subscription, sequence, &in_flight, effects);
+                release_in_flight(subscription, &in_flight);
             }
         }
         effects.removed.push((sequence, reason));
@@ -355,12 +355,8 @@ impl Queue {
         };
         self.subscription_names.remove(&subscription.name);
         let queue = self.id;
-        for (sequence, in_flight) in subscription.in_flight.iter() {
-            if let Some(deadline) = in_flight.lease_deadline {
-                effects
-                    .disarm
-                    .push((deadline, lease_timer(queue, id, sequence)));
-            }
+        if let Some(armed) = subscription.leases.armed() {
+            effects.disarm.push((armed, lease_timer(queue, id)));
         }
         for (sequence, (_, due)) in &subscription.waiting {
             effects.disarm.push((
@@ -464,27 +460,19 @@ impl Queue {
     }
 }
 
-/// The lease timer of one delivery.
-pub fn lease_timer(queue: QueueId, subscription: SubscriptionId, sequence: Sequence) -> Timer {
+/// The lease timer of one subscription.
+pub fn lease_timer(queue: QueueId, subscription: SubscriptionId) -> Timer {
     Timer::Lease {
         queue,
         subscription,
-        sequence,
     }
 }
 
-/// Gives a consumer back the capacity an in-flight delivery held and disarms its lease.
-fn release_in_flight(
-    queue: QueueId,
-    subscription: &mut Subscription,
-    sequence: Sequence,
-    in_flight: &InFlight,
-    effects: &mut Effects,
-) {
-    if let Some(deadline) = in_flight.lease_deadline {
-        effects
-            .disarm
-            .push((deadline, lease_timer(queue, subscription.id, sequence)));
+/// Gives a consumer back the capacity an in-flight delivery held (already removed from
+/// `in_flight`); its lease entry is stale from now on.
+fn release_in_flight(subscription: &mut Subscription, in_flight: &InFlight) {
+    if in_flight.lease_deadline.is_some() {
+        subscription.leases.prune(&subscription.in_flight);
     }
     if let Some(consumer) = in_flight.consumer {
         if let Some(state) = subscription.consumers.get_mut(&consumer) {
