@@ -364,6 +364,7 @@ fn check_messages(queue: &Queue) {
             );
         }
     }
+    queue.delay_index.check();
     if queue.is_delay() {
         assert_eq!(
             queue.delay_index.len(),

@@ -190,11 +190,7 @@ impl Queue {
             let subscription = &self.subscriptions[&id];
             let cursor = subscription.cursor;
             let key = if self.is_delay() {
-                let Some(key) = self
-                    .delay_index
-                    .range((Bound::Excluded(cursor), Bound::Unbounded))
-                    .next()
-                else {
+                let Some(key) = self.delay_index.first_after(&cursor) else {
                     return FirstDelivery::Nothing;
                 };
                 let mut visible_until = now.wall;
@@ -204,7 +200,7 @@ impl Queue {
                 if key.due > visible_until {
                     return FirstDelivery::Nothing;
                 }
-                *key
+                key
             } else {
                 let Some((_, message)) = self.messages.range(cursor.sequence.next()..).next()
                 else {

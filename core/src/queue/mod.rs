@@ -18,6 +18,7 @@
 //!   has its payload (see `payloads`).
 
 pub mod dispatch;
+pub mod due_index;
 pub mod message;
 pub mod payloads;
 pub mod settings;
@@ -25,7 +26,6 @@ pub mod subscription;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use krest_proto::storage::RemoveReason;
 
@@ -110,7 +110,7 @@ pub struct Queue {
     /// Sum of stored message sizes.
     pub bytes: u64,
     /// Delay queues: order keys of the deliverable messages.
-    pub delay_index: BTreeSet<OrderKey>,
+    pub delay_index: due_index::DueIndex,
     /// Delay queues: the latest due time any subscription has passed; new order keys are never
     /// below it, so they always land after every cursor.
     pub due_high_water: UnixMillis,
@@ -148,7 +148,7 @@ impl Queue {
             payloads: table::SeqRing::new(),
             next_sequence: Sequence(1),
             bytes: 0,
-            delay_index: BTreeSet::new(),
+            delay_index: due_index::DueIndex::new(),
             due_high_water: UnixMillis(0),
             subscriptions: BTreeMap::new(),
             subscription_names: BTreeMap::new(),
@@ -423,7 +423,7 @@ impl Queue {
     }
 
     /// Delay queues: when the next message that is not yet due falls due.
-    pub fn next_due(&self, now: Now) -> Option<UnixMillis> {
+    pub fn next_due(&mut self, now: Now) -> Option<UnixMillis> {
         if !self.is_delay() {
             return None;
         }
@@ -431,10 +431,7 @@ impl Queue {
             due: UnixMillis(now.wall.0.saturating_add(1)),
             sequence: Sequence(0),
         };
-        self.delay_index
-            .range((Bound::Included(from), Bound::Unbounded))
-            .next()
-            .map(|key| key.due)
+        self.delay_index.first_from(&from).map(|key| key.due)
     }
 
     /// Messages that are not yet due (delay queues).
@@ -443,12 +440,19 @@ impl Queue {
             due: UnixMillis(now.wall.0.saturating_add(1)),
             sequence: Sequence(0),
         };
+        // Messages not yet deliverable (waiting for their fsync) are the newest ones (the
+        // invariants check it), and every deliverable one is in the index: neither count walks
+        // the whole queue, so a metrics scrape stays cheap with millions pending.
+        let hidden = self.messages.len() - self.delay_index.len();
         let not_visible = self
             .messages
             .values()
+            .rev()
+            .take(hidden)
             .filter(|message| message.order_key().is_none() && message.deliver_at > now.wall)
             .count();
-        (self.delay_index.range(from..).count() + not_visible) as u64
+        let due = self.delay_index.count_below(&from);
+        (self.delay_index.len() - due + not_visible) as u64
     }
 
     /// Deliveries waiting for an ack, over all subscriptions.

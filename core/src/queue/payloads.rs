@@ -123,7 +123,7 @@ impl Queue {
     /// wanted. Looks at no more than `4 × messages_max` messages after the first. Each comes
     /// with the index of its publish record, in ascending order of those.
     pub fn payloads_to_read(
-        &self,
+        &mut self,
         messages_max: usize,
         bytes_max: u64,
     ) -> Vec<(Sequence, LogIndex)> {
@@ -140,7 +140,7 @@ impl Queue {
                     due: crate::time::UnixMillis(0),
                     sequence: first,
                 });
-            Box::new(self.delay_index.range(from..).map(|key| key.sequence))
+            Box::new(self.delay_index.iter_from(from).map(|key| key.sequence))
         } else {
             Box::new(self.messages.range(first..).map(|(sequence, _)| sequence))
         };
