@@ -90,6 +90,28 @@ pub trait FileSystem: Clone + Send + Sync + fmt::Debug + 'static {
     /// Removes the file at `path`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 
+    /// Removes `files` (entries of `directory`) in their order, each removal made durable
+    /// (the directory synced) before the next, so that a crash never keeps the removal of a
+    /// later file without that of an earlier one. This default does it before returning.
+    /// [`OsFileSystem`] hands the work to a background thread instead and reports a failure
+    /// at its next call (or at [`FileSystem::wait_for_removals`]); after a failure it removes
+    /// nothing more of that list. Removals that have not happened yet when the process ends
+    /// are simply not done, as after a crash.
+    fn remove_files_in_order(&self, directory: &Path, files: Vec<PathBuf>) -> io::Result<()> {
+        for file in files {
+            self.remove_file(&file)?;
+            self.sync_directory(directory)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every removal handed over by [`FileSystem::remove_files_in_order`] is
+    /// done, and reports the first failure not yet reported. A log waits before it opens or
+    /// destroys a directory, so that no earlier removal can reach files made after it.
+    fn wait_for_removals(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Opens (creating it if needed) the file at `path` and takes an exclusive lock on it
     /// without waiting. `Ok(None)` means someone else holds the lock.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Self::Lock>>;
@@ -184,6 +206,17 @@ impl FileSystem for OsFileSystem {
         fs::remove_file(path)
     }
 
+    /// Unlinking a 64 MiB segment takes 20 ms here (the kernel drops its cached pages and frees
+    /// its extents); on the storage thread it held every fsync, and with them every confirm,
+    /// for that long. A background thread does it.
+    fn remove_files_in_order(&self, directory: &Path, files: Vec<PathBuf>) -> io::Result<()> {
+        remover::submit(directory.to_path_buf(), files)
+    }
+
+    fn wait_for_removals(&self) -> io::Result<()> {
+        remover::wait()
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<File>> {
         let file = OpenOptions::new()
             .read(true)
@@ -214,5 +247,127 @@ impl AppendFile for File {
 
     fn sync_all(&mut self) -> io::Result<()> {
         File::sync_all(self)
+    }
+}
+
+/// The background thread that removes files for [`OsFileSystem`]: one for the process,
+/// started on first use, doing the removals in the order they were handed over.
+mod remover {
+    use std::collections::VecDeque;
+    use std::io;
+    use std::path::PathBuf;
+    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+    use super::OsFileSystem;
+
+    struct Job {
+        directory: PathBuf,
+        files: Vec<PathBuf>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        jobs: VecDeque<Job>,
+        /// A job is being done.
+        busy: bool,
+        started: bool,
+        /// The first failure not yet reported.
+        failure: Option<io::Error>,
+    }
+
+    #[derive(Default)]
+    struct Remover {
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    fn shared() -> &'static Remover {
+        static REMOVER: OnceLock<Remover> = OnceLock::new();
+        REMOVER.get_or_init(Remover::default)
+    }
+
+    impl Remover {
+        fn lock(&self) -> MutexGuard<'_, State> {
+            // A panic while holding the lock leaves the state consistent: take it anyway.
+            self.state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    pub(super) fn submit(directory: PathBuf, files: Vec<PathBuf>) -> io::Result<()> {
+        let remover = shared();
+        let mut state = remover.lock();
+        if let Some(failure) = state.failure.take() {
+            return Err(failure);
+        }
+        if !state.started {
+            let spawned = std::thread::Builder::new()
+                .name("krest-remover".into())
+                .spawn(|| run(shared()));
+            if spawned.is_err() {
+                // No thread: do it here, as the trait's default does.
+                drop(state);
+                return OsFileSystem.remove_in_order_now(&directory, files);
+            }
+            state.started = true;
+        }
+        state.jobs.push_back(Job { directory, files });
+        remover.changed.notify_all();
+        Ok(())
+    }
+
+    pub(super) fn wait() -> io::Result<()> {
+        let remover = shared();
+        let mut state = remover.lock();
+        while state.busy || !state.jobs.is_empty() {
+            state = remover
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn run(remover: &Remover) {
+        loop {
+            let job = {
+                let mut state = remover.lock();
+                loop {
+                    if let Some(job) = state.jobs.pop_front() {
+                        state.busy = true;
+                        break job;
+                    }
+                    state = remover
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let result = OsFileSystem.remove_in_order_now(&job.directory, job.files);
+            let mut state = remover.lock();
+            state.busy = false;
+            if let Err(error) = result {
+                state.failure.get_or_insert(error);
+            }
+            remover.changed.notify_all();
+        }
+    }
+}
+
+impl OsFileSystem {
+    /// The removals of [`FileSystem::remove_files_in_order`], done now. A file or directory
+    /// already gone ends the job without a failure: the log's directory was destroyed
+    /// meanwhile, and leaving later files of the list in place is always safe.
+    fn remove_in_order_now(&self, directory: &Path, files: Vec<PathBuf>) -> io::Result<()> {
+        let gone = |error: &io::Error| error.kind() == io::ErrorKind::NotFound;
+        for file in files {
+            match fs::remove_file(&file).and_then(|()| self.sync_directory(directory)) {
+                Ok(()) => {}
+                Err(error) if gone(&error) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 }

@@ -107,6 +107,11 @@ impl<F: FileSystem> SegmentedLog<F> {
         config: LogConfig,
         each: &mut dyn FnMut(Vec<StoredRecord>),
     ) -> Result<SegmentedLog<F>, StorageError> {
+        // Segments given up by an earlier log on this directory (in this process) are gone
+        // before it is read, or the failure is reported.
+        file_system
+            .wait_for_removals()
+            .map_err(io_error(directory, "delete old segments in"))?;
         files::create_directory_durably(&file_system, directory)?;
         let segment_files = list_segment_files_in(&file_system, directory)?;
         let mut segments: Vec<Segment> = Vec::with_capacity(segment_files.len());
@@ -273,26 +278,31 @@ impl<F: FileSystem> SegmentedLog<F> {
     }
 
     /// Deletes the segment files all of whose records have an index below `index`, oldest first,
-    /// never the newest (active) segment. Returns how many files were deleted. The deletions are
-    /// made durable by the next [`SegmentedLog::sync`]; if a crash loses them, the old segments
-    /// simply come back.
+    /// never the newest (active) segment. Returns how many files it gave up. The files are
+    /// removed by [`FileSystem::remove_files_in_order`] (in the background, on the real file
+    /// system); if a crash comes first, the old segments simply come back.
     pub fn delete_segments_below(&mut self, index: u64) -> Result<usize, StorageError> {
         self.check_usable()?;
-        let mut deleted = 0;
         // The records of segments[0] end just before segments[1] begins.
-        while self.segments.len() > 1 && self.segments[1].first_index <= index {
-            // A removal is made durable before the next one: a crash that kept the removal of
-            // a newer segment but lost that of an older one would leave a gap, which recovery
-            // must call corruption. The last removal waits for the next `sync`.
-            if self.directory_needs_sync {
-                files::sync_directory(&self.file_system, &self.directory)?;
-            }
-            files::remove_file(&self.file_system, &self.segments[0].path)?;
-            self.segments.remove(0);
-            self.directory_needs_sync = true;
-            deleted += 1;
+        let mut below = 0;
+        while below + 1 < self.segments.len() && self.segments[below + 1].first_index <= index {
+            below += 1;
         }
-        Ok(deleted)
+        if below == 0 {
+            return Ok(0);
+        }
+        // Oldest first, each durable before the next: a crash that kept the removal of a newer
+        // segment but lost that of an older one would leave a gap, which recovery must call
+        // corruption.
+        let paths = self
+            .segments
+            .drain(..below)
+            .map(|segment| segment.path)
+            .collect();
+        self.file_system
+            .remove_files_in_order(&self.directory, paths)
+            .map_err(io_error(&self.directory, "delete segments in"))?;
+        Ok(below)
     }
 
     /// Reads the records with indexes `from_index..=to_index`, which must all be in the log,
@@ -394,6 +404,9 @@ impl<F: FileSystem> SegmentedLog<F> {
             ..
         } = self;
         drop(active_file);
+        // No removal handed over earlier may reach a directory made later at the same path.
+        // Its failure no longer matters: everything goes.
+        let _ = file_system.wait_for_removals();
         let Some(tombstone) = tombstone_path(&directory) else {
             return files::remove_directory_all(&file_system, &directory);
         };

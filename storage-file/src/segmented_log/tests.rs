@@ -349,6 +349,44 @@ fn delete_segments_below_keeps_partial_and_active_segments() {
     log.append(1, 12, b"next").expect("append");
 }
 
+// On the real file system the deleted segment files are removed by a background thread, in
+// order; waiting for it finds them gone, and a destroy right after a delete reports nothing.
+#[test]
+fn deleted_segments_are_removed_in_the_background_and_a_destroy_can_follow_at_once() {
+    let temporary = TemporaryDirectory::new("delete-background");
+    let directory = temporary.path().join("queue-1");
+    let (mut log, _) = open(&directory, THREE_RECORDS_BYTES);
+    append_all(&mut log, 1..=11, 10);
+    let segment_names = |directory: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(directory)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(segment_names(&directory).len(), 4);
+    assert_eq!(log.delete_segments_below(8).expect("delete"), 2);
+    OsFileSystem.wait_for_removals().expect("removed");
+    assert_eq!(
+        segment_names(&directory),
+        [format!("{:020}.seg", 7), format!("{:020}.seg", 10)]
+    );
+    assert_eq!(log.delete_segments_below(u64::MAX).expect("delete"), 1);
+    log.destroy()
+        .expect("destroy while a removal may be pending");
+    OsFileSystem
+        .wait_for_removals()
+        .expect("a removal that found its directory gone is not a failure");
+    assert!(!directory.exists());
+}
+
 // Destroy removes the log's directory and everything in it.
 #[test]
 fn destroy_removes_the_directory() {
