@@ -77,6 +77,20 @@ pub trait FileSystem: Clone + Send + Sync + fmt::Debug + 'static {
     /// Reads the whole file at `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
 
+    /// Reads the whole file at `path` into `buffer`, replacing what it held; a buffer that
+    /// is large enough is reused, not reallocated. By default through [`FileSystem::read`].
+    fn read_into(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        *buffer = self.read(path)?;
+        Ok(())
+    }
+
+    /// A hint that the file at `path` will be read whole soon: the file system may start
+    /// reading it in the background. It changes nothing and reports nothing (a failure shows
+    /// when the file is read). By default it does nothing.
+    fn will_read(&self, path: &Path) {
+        let _ = path;
+    }
+
     /// Opens the existing file at `path` for reading from its start.
     fn open_for_reading(&self, path: &Path) -> io::Result<Self::ReadFile>;
 
@@ -188,6 +202,35 @@ impl FileSystem for OsFileSystem {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_into(&self, path: &Path, buffer: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read as _;
+        let mut file = File::open(path)?;
+        let length = file.metadata()?.len();
+        buffer.clear();
+        buffer.reserve(usize::try_from(length).unwrap_or(usize::MAX));
+        file.read_to_end(buffer)?;
+        Ok(())
+    }
+
+    /// Reads the file on a short-lived thread of its own, into a scratch buffer, so that the
+    /// recovery reading it next finds it in the page cache: the disk reads one segment while
+    /// the node replays the previous one.
+    fn will_read(&self, path: &Path) {
+        let path = path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("krest-read-ahead".into())
+            .spawn(move || {
+                use std::io::Read as _;
+                let Ok(mut file) = fs::File::open(&path) else {
+                    return;
+                };
+                let mut scratch = vec![0u8; 1 << 20];
+                while matches!(file.read(&mut scratch), Ok(read) if read > 0) {}
+            });
+        // Without a thread there is no read-ahead, and nothing else changes.
+        drop(spawned);
     }
 
     fn open_for_reading(&self, path: &Path) -> io::Result<File> {
@@ -401,5 +444,37 @@ fn shrink_away(file: File) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TemporaryDirectory;
+
+    #[test]
+    fn read_into_replaces_the_buffer_and_reuses_its_memory() {
+        let temporary = TemporaryDirectory::new("read-into");
+        fs::create_dir_all(temporary.path()).expect("create");
+        let path = temporary.path().join("file");
+        fs::write(&path, b"segment bytes").expect("write");
+        let mut buffer = Vec::with_capacity(4096);
+        buffer.extend_from_slice(b"what was there");
+        let allocation = buffer.as_ptr();
+        OsFileSystem.read_into(&path, &mut buffer).expect("read");
+        assert_eq!(buffer, b"segment bytes");
+        assert_eq!(
+            buffer.as_ptr(),
+            allocation,
+            "a large enough buffer is reused"
+        );
+        // The read-ahead hint changes nothing a read sees, and a missing file is no error.
+        OsFileSystem.will_read(&path);
+        OsFileSystem.will_read(&temporary.path().join("missing"));
+        let mut again = Vec::new();
+        OsFileSystem
+            .read_into(&path, &mut again)
+            .expect("read again");
+        assert_eq!(again, b"segment bytes");
     }
 }

@@ -76,8 +76,11 @@ pub(crate) fn remove_directory_all<F: FileSystem>(
 pub(crate) fn read_whole<F: FileSystem>(
     file_system: &F,
     path: &Path,
-) -> Result<Vec<u8>, StorageError> {
-    file_system.read(path).map_err(io_error(path, "read"))
+    buffer: &mut Vec<u8>,
+) -> Result<(), StorageError> {
+    file_system
+        .read_into(path, buffer)
+        .map_err(io_error(path, "read"))
 }
 
 /// Opens an existing segment for appending at its end.
