@@ -23,22 +23,47 @@ use std::ops::RangeFrom;
 
 use crate::ids::Sequence;
 
-const CHUNK_BITS: u32 = 5;
-/// Slots per chunk.
-pub const CHUNK: usize = 1 << CHUNK_BITS;
+/// Slots per chunk, by default (a power of two). A ring read at random places (the messages
+/// of a delay queue, taken in due order) wants larger chunks: fewer chunk pointers to miss in
+/// the cache. A ring whose chunks come and go with every few deliveries (in-flight tables)
+/// wants smaller ones.
+pub const CHUNK: usize = 32;
+
+/// Slots per chunk of a queue's message and payload rings. (128 was tried for delay queues,
+/// whose fires read the ring at random places: no gain beyond this machine's noise.)
+pub const MESSAGE_CHUNK: usize = CHUNK;
 
 #[derive(Clone)]
-struct Chunk<T> {
-    slots: [Option<T>; CHUNK],
+struct Chunk<T, const N: usize> {
+    slots: [Option<T>; N],
     live: u32,
+    /// Every `Some` slot is within `low..=high` (when `live > 0`): iterations and the
+    /// first/last lookups skip the empty run of a chunk being consumed from its front or
+    /// filled towards its back, instead of scanning it on every call.
+    low: u32,
+    high: u32,
 }
 
-impl<T> Chunk<T> {
-    fn boxed() -> Box<Chunk<T>> {
+impl<T, const N: usize> Chunk<T, N> {
+    fn boxed() -> Box<Chunk<T, N>> {
         Box::new(Chunk {
             slots: std::array::from_fn(|_| None),
             live: 0,
+            low: 0,
+            high: 0,
         })
+    }
+
+    /// The occupied span of slots, as `(first slot, slots)`.
+    fn span(&self) -> (usize, &[Option<T>]) {
+        let (low, high) = (self.low as usize, self.high as usize);
+        (low, &self.slots[low..=high])
+    }
+
+    /// [`Chunk::span`], to change.
+    fn span_mut(&mut self) -> (usize, &mut [Option<T>]) {
+        let (low, high) = (self.low as usize, self.high as usize);
+        (low, &mut self.slots[low..=high])
     }
 }
 
@@ -46,21 +71,21 @@ impl<T> Chunk<T> {
 /// (non-empty) unless the ring is empty, when there are no chunks (empty chunks may trail); a present
 /// chunk's `live` counts its `Some` slots, and is never 0; `len` is the sum of `live`.
 #[derive(Clone)]
-pub struct SeqRing<T> {
+pub struct SeqRing<T, const N: usize = CHUNK> {
     base: u64,
-    chunks: VecDeque<Option<Box<Chunk<T>>>>,
+    chunks: VecDeque<Option<Box<Chunk<T, N>>>>,
     len: usize,
     /// A freed chunk (every slot `None`) for the next one needed.
-    spare: Option<Box<Chunk<T>>>,
+    spare: Option<Box<Chunk<T, N>>>,
 }
 
-impl<T> Default for SeqRing<T> {
+impl<T, const N: usize> Default for SeqRing<T, N> {
     fn default() -> Self {
         SeqRing::new()
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for SeqRing<T> {
+impl<T: fmt::Debug, const N: usize> fmt::Debug for SeqRing<T, N> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_map()
@@ -69,9 +94,10 @@ impl<T: fmt::Debug> fmt::Debug for SeqRing<T> {
     }
 }
 
-impl<T> SeqRing<T> {
+impl<T, const N: usize> SeqRing<T, N> {
     /// An empty ring.
-    pub fn new() -> SeqRing<T> {
+    pub fn new() -> SeqRing<T, N> {
+        const { assert!(N.is_power_of_two(), "chunks hold a power of two slots") };
         SeqRing {
             base: 0,
             chunks: VecDeque::new(),
@@ -93,8 +119,8 @@ impl<T> SeqRing<T> {
     /// Chunk and slot of a sequence, if it falls inside the chunks.
     fn position(&self, sequence: Sequence) -> Option<(usize, usize)> {
         let offset = sequence.0.checked_sub(self.base)?;
-        let chunk = usize::try_from(offset >> CHUNK_BITS).ok()?;
-        (chunk < self.chunks.len()).then_some((chunk, (offset as usize) & (CHUNK - 1)))
+        let chunk = usize::try_from(offset / N as u64).ok()?;
+        (chunk < self.chunks.len()).then_some((chunk, (offset as usize) & (N - 1)))
     }
 
     /// The value at `sequence`.
@@ -116,25 +142,32 @@ impl<T> SeqRing<T> {
 
     /// Puts `value` at `sequence`; returns the value it replaces.
     pub fn insert(&mut self, sequence: Sequence, value: T) -> Option<T> {
-        let chunk_base = sequence.0 & !(CHUNK as u64 - 1);
+        let chunk_base = sequence.0 & !(N as u64 - 1);
         if self.chunks.is_empty() {
             self.base = chunk_base;
         }
         while chunk_base < self.base {
             self.chunks.push_front(None);
-            self.base -= CHUNK as u64;
+            self.base -= N as u64;
         }
-        let chunk = usize::try_from((chunk_base - self.base) >> CHUNK_BITS)
+        let chunk = usize::try_from((chunk_base - self.base) / N as u64)
             .expect("a ring spans less than the address space");
         while self.chunks.len() <= chunk {
             self.chunks.push_back(None);
         }
-        let slot = (sequence.0 as usize) & (CHUNK - 1);
+        let slot = (sequence.0 as usize) & (N - 1);
         let spare = &mut self.spare;
         let present =
             self.chunks[chunk].get_or_insert_with(|| spare.take().unwrap_or_else(Chunk::boxed));
         let replaced = present.slots[slot].replace(value);
         if replaced.is_none() {
+            let slot = slot as u32;
+            if present.live == 0 {
+                (present.low, present.high) = (slot, slot);
+            } else {
+                present.low = present.low.min(slot);
+                present.high = present.high.max(slot);
+            }
             present.live += 1;
             self.len += 1;
         }
@@ -148,6 +181,15 @@ impl<T> SeqRing<T> {
         let value = present.slots[slot].take()?;
         present.live -= 1;
         self.len -= 1;
+        if present.live > 0 {
+            // Keep the span tight; each slot is stepped over once per fill of the chunk.
+            while present.slots[present.low as usize].is_none() {
+                present.low += 1;
+            }
+            while present.slots[present.high as usize].is_none() {
+                present.high -= 1;
+            }
+        }
         if present.live == 0 {
             let freed = self.chunks[chunk].take();
             if self.spare.is_none() {
@@ -155,7 +197,7 @@ impl<T> SeqRing<T> {
             }
             while matches!(self.chunks.front(), Some(None)) {
                 self.chunks.pop_front();
-                self.base += CHUNK as u64;
+                self.base += N as u64;
             }
             // Empty chunks at the back stay until the ring is empty: with a straggler at the
             // front and traffic that empties the back chunk again and again (a consumer that
@@ -179,11 +221,12 @@ impl<T> SeqRing<T> {
             .enumerate()
             .filter_map(|(index, chunk)| chunk.as_ref().map(|chunk| (index, chunk)))
             .flat_map(move |(index, chunk)| {
-                let chunk_base = base + ((first + index) as u64) * CHUNK as u64;
-                chunk
-                    .slots
+                let chunk_base = base + ((first + index) as u64) * N as u64;
+                let (low, slots) = chunk.span();
+                slots
                     .iter()
                     .enumerate()
+                    .map(move |(slot, value)| (low + slot, value))
                     .filter_map(move |(slot, value)| {
                         value
                             .as_ref()
@@ -200,11 +243,12 @@ impl<T> SeqRing<T> {
             .enumerate()
             .filter_map(|(index, chunk)| chunk.as_mut().map(|chunk| (index, chunk)))
             .flat_map(move |(index, chunk)| {
-                let chunk_base = base + (index as u64) * CHUNK as u64;
-                chunk
-                    .slots
+                let chunk_base = base + (index as u64) * N as u64;
+                let (low, slots) = chunk.span_mut();
+                slots
                     .iter_mut()
                     .enumerate()
+                    .map(move |(slot, value)| (low + slot, value))
                     .filter_map(move |(slot, value)| {
                         value
                             .as_mut()
@@ -219,7 +263,7 @@ impl<T> SeqRing<T> {
         from: Sequence,
     ) -> impl DoubleEndedIterator<Item = (Sequence, &T)> + '_ {
         let first =
-            usize::try_from(from.0.saturating_sub(self.base) >> CHUNK_BITS).unwrap_or(usize::MAX);
+            usize::try_from(from.0.saturating_sub(self.base) / N as u64).unwrap_or(usize::MAX);
         self.iter_chunks(first)
             .filter(move |(sequence, _)| *sequence >= from)
     }
@@ -261,8 +305,8 @@ impl<T> SeqRing<T> {
     pub fn footprint_bytes(&self) -> usize {
         let present = self.chunks.iter().filter(|chunk| chunk.is_some()).count()
             + usize::from(self.spare.is_some());
-        present * std::mem::size_of::<Chunk<T>>()
-            + self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk<T>>>>()
+        present * std::mem::size_of::<Chunk<T, N>>()
+            + self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk<T, N>>>>()
     }
 }
 
@@ -294,7 +338,7 @@ mod tests {
         // and removals, and frees what it no longer needs.
         #[test]
         fn the_ring_behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 0..400)) {
-            let mut ring = SeqRing::new();
+            let mut ring: SeqRing<usize> = SeqRing::new();
             let mut model = BTreeMap::new();
             for (step, op) in ops.into_iter().enumerate() {
                 match op {
@@ -344,6 +388,13 @@ mod tests {
                         chunk.live as usize,
                         chunk.slots.iter().filter(|slot| slot.is_some()).count()
                     );
+                    // The span is tight: it starts and ends at a value, and holds them all.
+                    prop_assert!(chunk.slots[chunk.low as usize].is_some());
+                    prop_assert!(chunk.slots[chunk.high as usize].is_some());
+                    prop_assert_eq!(
+                        chunk.live as usize,
+                        chunk.span().1.iter().filter(|slot| slot.is_some()).count()
+                    );
                 }
             }
         }
@@ -351,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_straggler_keeps_only_its_own_chunk() {
-        let mut ring = SeqRing::new();
+        let mut ring: SeqRing<u64> = SeqRing::new();
         for sequence in 0..100_000u64 {
             ring.insert(Sequence(sequence), sequence);
         }
