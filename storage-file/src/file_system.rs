@@ -119,10 +119,12 @@ pub trait FileSystem: Clone + Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Waits until every removal handed over by [`FileSystem::remove_files_in_order`] is
-    /// done, and reports the first failure not yet reported. A log waits before it opens or
-    /// destroys a directory, so that no earlier removal can reach files made after it.
-    fn wait_for_removals(&self) -> io::Result<()> {
+    /// Waits until every removal handed over by [`FileSystem::remove_files_in_order`] for
+    /// files of `directory` is done, and reports the first failure not yet reported. A log
+    /// waits before it opens or destroys its directory, so that no earlier removal can reach
+    /// files made after it; removals in other directories do not hold it up.
+    fn wait_for_removals(&self, directory: &Path) -> io::Result<()> {
+        let _ = directory;
         Ok(())
     }
 
@@ -257,8 +259,8 @@ impl FileSystem for OsFileSystem {
         remover::submit(directory.to_path_buf(), files)
     }
 
-    fn wait_for_removals(&self) -> io::Result<()> {
-        remover::wait()
+    fn wait_for_removals(&self, directory: &Path) -> io::Result<()> {
+        remover::wait(directory)
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<File>> {
@@ -299,7 +301,7 @@ impl AppendFile for File {
 mod remover {
     use std::collections::VecDeque;
     use std::io;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
     use super::OsFileSystem;
@@ -312,8 +314,8 @@ mod remover {
     #[derive(Default)]
     struct State {
         jobs: VecDeque<Job>,
-        /// A job is being done.
-        busy: bool,
+        /// The directory of the job being done.
+        busy: Option<PathBuf>,
         started: bool,
         /// The first failure not yet reported.
         failure: Option<io::Error>,
@@ -361,10 +363,14 @@ mod remover {
         Ok(())
     }
 
-    pub(super) fn wait() -> io::Result<()> {
+    pub(super) fn wait(directory: &Path) -> io::Result<()> {
         let remover = shared();
         let mut state = remover.lock();
-        while state.busy || !state.jobs.is_empty() {
+        let pending = |state: &State| {
+            state.busy.as_deref() == Some(directory)
+                || state.jobs.iter().any(|job| job.directory == directory)
+        };
+        while pending(&state) {
             state = remover
                 .changed
                 .wait(state)
@@ -379,7 +385,7 @@ mod remover {
                 let mut state = remover.lock();
                 loop {
                     if let Some(job) = state.jobs.pop_front() {
-                        state.busy = true;
+                        state.busy = Some(job.directory.clone());
                         break job;
                     }
                     state = remover
@@ -390,7 +396,7 @@ mod remover {
             };
             let result = OsFileSystem.remove_in_order_now(&job.directory, job.files);
             let mut state = remover.lock();
-            state.busy = false;
+            state.busy = None;
             if let Err(error) = result {
                 state.failure.get_or_insert(error);
             }

@@ -110,7 +110,7 @@ impl<F: FileSystem> SegmentedLog<F> {
         // Segments given up by an earlier log on this directory (in this process) are gone
         // before it is read, or the failure is reported.
         file_system
-            .wait_for_removals()
+            .wait_for_removals(directory)
             .map_err(io_error(directory, "delete old segments in"))?;
         files::create_directory_durably(&file_system, directory)?;
         let segment_files = list_segment_files_in(&file_system, directory)?;
@@ -418,7 +418,7 @@ impl<F: FileSystem> SegmentedLog<F> {
         drop(active_file);
         // No removal handed over earlier may reach a directory made later at the same path.
         // Its failure no longer matters: everything goes.
-        let _ = file_system.wait_for_removals();
+        let _ = file_system.wait_for_removals(&directory);
         let Some(tombstone) = tombstone_path(&directory) else {
             return files::remove_directory_all(&file_system, &directory);
         };

@@ -373,7 +373,7 @@ fn deleted_segments_are_removed_in_the_background_and_a_destroy_can_follow_at_on
     };
     assert_eq!(segment_names(&directory).len(), 4);
     assert_eq!(log.delete_segments_below(8).expect("delete"), 2);
-    OsFileSystem.wait_for_removals().expect("removed");
+    OsFileSystem.wait_for_removals(&directory).expect("removed");
     assert_eq!(
         segment_names(&directory),
         [format!("{:020}.seg", 7), format!("{:020}.seg", 10)]
@@ -382,7 +382,7 @@ fn deleted_segments_are_removed_in_the_background_and_a_destroy_can_follow_at_on
     log.destroy()
         .expect("destroy while a removal may be pending");
     OsFileSystem
-        .wait_for_removals()
+        .wait_for_removals(&directory)
         .expect("a removal that found its directory gone is not a failure");
     assert!(!directory.exists());
 }
