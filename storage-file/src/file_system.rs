@@ -333,10 +333,21 @@ mod remover {
     }
 
     impl Remover {
+        // A panic while holding the lock leaves the state consistent: take it anyway.
         fn lock(&self) -> MutexGuard<'_, State> {
-            // A panic while holding the lock leaves the state consistent: take it anyway.
             self.state
                 .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Waits, holding the lock again, until `waiting` is false.
+        fn wait_while<'a>(
+            &self,
+            state: MutexGuard<'a, State>,
+            waiting: impl FnMut(&mut State) -> bool,
+        ) -> MutexGuard<'a, State> {
+            self.changed
+                .wait_while(state, waiting)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
     }
@@ -365,34 +376,20 @@ mod remover {
 
     pub(super) fn wait(directory: &Path) -> io::Result<()> {
         let remover = shared();
-        let mut state = remover.lock();
-        let pending = |state: &State| {
+        let mut state = remover.wait_while(remover.lock(), |state| {
             state.busy.as_deref() == Some(directory)
                 || state.jobs.iter().any(|job| job.directory == directory)
-        };
-        while pending(&state) {
-            state = remover
-                .changed
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        });
         state.failure.take().map_or(Ok(()), Err)
     }
 
     fn run(remover: &Remover) {
         loop {
             let job = {
-                let mut state = remover.lock();
-                loop {
-                    if let Some(job) = state.jobs.pop_front() {
-                        state.busy = Some(job.directory.clone());
-                        break job;
-                    }
-                    state = remover
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
+                let mut state = remover.wait_while(remover.lock(), |state| state.jobs.is_empty());
+                let job = state.jobs.pop_front().expect("waited for a job");
+                state.busy = Some(job.directory.clone());
+                job
             };
             let result = OsFileSystem.remove_in_order_now(&job.directory, job.files);
             let mut state = remover.lock();

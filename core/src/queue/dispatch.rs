@@ -11,7 +11,7 @@ use std::ops::Bound;
 
 use smallvec::SmallVec;
 
-use super::table::{SeqRing, MESSAGE_CHUNK};
+use super::table::SeqRing;
 use super::{lease_timer, release_in_flight, DeadLetter, Effects, Queue};
 use crate::ids::{ConsumerId, Sequence, SubscriptionId};
 use crate::planted::{self, PlantedBug};
@@ -63,8 +63,8 @@ const HELD_PAYLOAD: &str = "a held message keeps its payload in memory";
 /// Whether a stored message's payload is on disk only. The usual answer, every payload in
 /// memory, costs two loads: the tables have the same length.
 fn payload_on_disk(
-    messages: &SeqRing<super::Message, MESSAGE_CHUNK>,
-    payloads: &SeqRing<Bytes, MESSAGE_CHUNK>,
+    messages: &SeqRing<super::Message>,
+    payloads: &SeqRing<Bytes>,
     sequence: Sequence,
 ) -> bool {
     payloads.len() < messages.len()
@@ -594,8 +594,8 @@ fn take_back(
     queue: crate::ids::QueueId,
     max_deliveries: u32,
     subscription: &mut Subscription,
-    messages: &SeqRing<super::Message, MESSAGE_CHUNK>,
-    payloads: &SeqRing<Bytes, MESSAGE_CHUNK>,
+    messages: &SeqRing<super::Message>,
+    payloads: &SeqRing<Bytes>,
     sequence: Sequence,
     effects: &mut Effects,
 ) {

@@ -100,11 +100,11 @@ pub struct Queue {
     /// Resolved settings.
     pub settings: QueueSettings,
     /// Stored messages, by sequence.
-    pub messages: table::SeqRing<Message, { table::MESSAGE_CHUNK }>,
+    pub messages: table::SeqRing<Message>,
     /// The payloads in memory, by sequence: all of them in a temporary queue; in a durable
     /// queue, those within the node's payload memory budget (the others are read back from the
     /// log before delivery). Apart from `messages` so that a payload on disk costs no slot.
-    pub payloads: table::SeqRing<bytes::Bytes, { table::MESSAGE_CHUNK }>,
+    pub payloads: table::SeqRing<bytes::Bytes>,
     /// The sequence the next message gets.
     pub next_sequence: Sequence,
     /// Sum of stored message sizes.

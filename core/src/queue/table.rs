@@ -23,19 +23,15 @@ use std::ops::RangeFrom;
 
 use crate::ids::Sequence;
 
-/// Slots per chunk, by default (a power of two). A ring read at random places (the messages
-/// of a delay queue, taken in due order) wants larger chunks: fewer chunk pointers to miss in
-/// the cache. A ring whose chunks come and go with every few deliveries (in-flight tables)
-/// wants smaller ones.
-pub const CHUNK: usize = 32;
-
-/// Slots per chunk of a queue's message and payload rings. (128 was tried for delay queues,
-/// whose fires read the ring at random places: no gain beyond this machine's noise.)
-pub const MESSAGE_CHUNK: usize = CHUNK;
+const CHUNK_BITS: u32 = 5;
+/// Slots per chunk. (128 was tried for the message rings of delay queues, whose fires read
+/// the ring at random places: no gain beyond this machine's noise, and slower in-flight
+/// tables.)
+pub const CHUNK: usize = 1 << CHUNK_BITS;
 
 #[derive(Clone)]
-struct Chunk<T, const N: usize> {
-    slots: [Option<T>; N],
+struct Chunk<T> {
+    slots: [Option<T>; CHUNK],
     live: u32,
     /// Every `Some` slot is within `low..=high` (when `live > 0`): iterations and the
     /// first/last lookups skip the empty run of a chunk being consumed from its front or
@@ -44,8 +40,8 @@ struct Chunk<T, const N: usize> {
     high: u32,
 }
 
-impl<T, const N: usize> Chunk<T, N> {
-    fn boxed() -> Box<Chunk<T, N>> {
+impl<T> Chunk<T> {
+    fn boxed() -> Box<Chunk<T>> {
         Box::new(Chunk {
             slots: std::array::from_fn(|_| None),
             live: 0,
@@ -71,21 +67,21 @@ impl<T, const N: usize> Chunk<T, N> {
 /// (non-empty) unless the ring is empty, when there are no chunks (empty chunks may trail); a present
 /// chunk's `live` counts its `Some` slots, and is never 0; `len` is the sum of `live`.
 #[derive(Clone)]
-pub struct SeqRing<T, const N: usize = CHUNK> {
+pub struct SeqRing<T> {
     base: u64,
-    chunks: VecDeque<Option<Box<Chunk<T, N>>>>,
+    chunks: VecDeque<Option<Box<Chunk<T>>>>,
     len: usize,
     /// A freed chunk (every slot `None`) for the next one needed.
-    spare: Option<Box<Chunk<T, N>>>,
+    spare: Option<Box<Chunk<T>>>,
 }
 
-impl<T, const N: usize> Default for SeqRing<T, N> {
+impl<T> Default for SeqRing<T> {
     fn default() -> Self {
         SeqRing::new()
     }
 }
 
-impl<T: fmt::Debug, const N: usize> fmt::Debug for SeqRing<T, N> {
+impl<T: fmt::Debug> fmt::Debug for SeqRing<T> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_map()
@@ -94,10 +90,9 @@ impl<T: fmt::Debug, const N: usize> fmt::Debug for SeqRing<T, N> {
     }
 }
 
-impl<T, const N: usize> SeqRing<T, N> {
+impl<T> SeqRing<T> {
     /// An empty ring.
-    pub fn new() -> SeqRing<T, N> {
-        const { assert!(N.is_power_of_two(), "chunks hold a power of two slots") };
+    pub fn new() -> SeqRing<T> {
         SeqRing {
             base: 0,
             chunks: VecDeque::new(),
@@ -119,8 +114,8 @@ impl<T, const N: usize> SeqRing<T, N> {
     /// Chunk and slot of a sequence, if it falls inside the chunks.
     fn position(&self, sequence: Sequence) -> Option<(usize, usize)> {
         let offset = sequence.0.checked_sub(self.base)?;
-        let chunk = usize::try_from(offset / N as u64).ok()?;
-        (chunk < self.chunks.len()).then_some((chunk, (offset as usize) & (N - 1)))
+        let chunk = usize::try_from(offset >> CHUNK_BITS).ok()?;
+        (chunk < self.chunks.len()).then_some((chunk, (offset as usize) & (CHUNK - 1)))
     }
 
     /// The value at `sequence`.
@@ -142,20 +137,20 @@ impl<T, const N: usize> SeqRing<T, N> {
 
     /// Puts `value` at `sequence`; returns the value it replaces.
     pub fn insert(&mut self, sequence: Sequence, value: T) -> Option<T> {
-        let chunk_base = sequence.0 & !(N as u64 - 1);
+        let chunk_base = sequence.0 & !(CHUNK as u64 - 1);
         if self.chunks.is_empty() {
             self.base = chunk_base;
         }
         while chunk_base < self.base {
             self.chunks.push_front(None);
-            self.base -= N as u64;
+            self.base -= CHUNK as u64;
         }
-        let chunk = usize::try_from((chunk_base - self.base) / N as u64)
+        let chunk = usize::try_from((chunk_base - self.base) >> CHUNK_BITS)
             .expect("a ring spans less than the address space");
         while self.chunks.len() <= chunk {
             self.chunks.push_back(None);
         }
-        let slot = (sequence.0 as usize) & (N - 1);
+        let slot = (sequence.0 as usize) & (CHUNK - 1);
         let spare = &mut self.spare;
         let present =
             self.chunks[chunk].get_or_insert_with(|| spare.take().unwrap_or_else(Chunk::boxed));
@@ -197,7 +192,7 @@ impl<T, const N: usize> SeqRing<T, N> {
             }
             while matches!(self.chunks.front(), Some(None)) {
                 self.chunks.pop_front();
-                self.base += N as u64;
+                self.base += CHUNK as u64;
             }
             // Empty chunks at the back stay until the ring is empty: with a straggler at the
             // front and traffic that empties the back chunk again and again (a consumer that
@@ -221,7 +216,7 @@ impl<T, const N: usize> SeqRing<T, N> {
             .enumerate()
             .filter_map(|(index, chunk)| chunk.as_ref().map(|chunk| (index, chunk)))
             .flat_map(move |(index, chunk)| {
-                let chunk_base = base + ((first + index) as u64) * N as u64;
+                let chunk_base = base + ((first + index) as u64) * CHUNK as u64;
                 let (low, slots) = chunk.span();
                 slots
                     .iter()
@@ -243,7 +238,7 @@ impl<T, const N: usize> SeqRing<T, N> {
             .enumerate()
             .filter_map(|(index, chunk)| chunk.as_mut().map(|chunk| (index, chunk)))
             .flat_map(move |(index, chunk)| {
-                let chunk_base = base + (index as u64) * N as u64;
+                let chunk_base = base + (index as u64) * CHUNK as u64;
                 let (low, slots) = chunk.span_mut();
                 slots
                     .iter_mut()
@@ -263,7 +258,7 @@ impl<T, const N: usize> SeqRing<T, N> {
         from: Sequence,
     ) -> impl DoubleEndedIterator<Item = (Sequence, &T)> + '_ {
         let first =
-            usize::try_from(from.0.saturating_sub(self.base) / N as u64).unwrap_or(usize::MAX);
+            usize::try_from(from.0.saturating_sub(self.base) >> CHUNK_BITS).unwrap_or(usize::MAX);
         self.iter_chunks(first)
             .filter(move |(sequence, _)| *sequence >= from)
     }
@@ -305,8 +300,8 @@ impl<T, const N: usize> SeqRing<T, N> {
     pub fn footprint_bytes(&self) -> usize {
         let present = self.chunks.iter().filter(|chunk| chunk.is_some()).count()
             + usize::from(self.spare.is_some());
-        present * std::mem::size_of::<Chunk<T, N>>()
-            + self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk<T, N>>>>()
+        present * std::mem::size_of::<Chunk<T>>()
+            + self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk<T>>>>()
     }
 }
 
@@ -338,7 +333,7 @@ mod tests {
         // and removals, and frees what it no longer needs.
         #[test]
         fn the_ring_behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 0..400)) {
-            let mut ring: SeqRing<usize> = SeqRing::new();
+            let mut ring = SeqRing::new();
             let mut model = BTreeMap::new();
             for (step, op) in ops.into_iter().enumerate() {
                 match op {
@@ -402,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_straggler_keeps_only_its_own_chunk() {
-        let mut ring: SeqRing<u64> = SeqRing::new();
+        let mut ring = SeqRing::new();
         for sequence in 0..100_000u64 {
             ring.insert(Sequence(sequence), sequence);
         }

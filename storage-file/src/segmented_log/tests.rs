@@ -357,27 +357,18 @@ fn deleted_segments_are_removed_in_the_background_and_a_destroy_can_follow_at_on
     let directory = temporary.path().join("queue-1");
     let (mut log, _) = open(&directory, THREE_RECORDS_BYTES);
     append_all(&mut log, 1..=11, 10);
-    let segment_names = |directory: &Path| -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(directory)
+    // The first indexes of the segment files on disk, oldest first.
+    let segments_on_disk = |directory: &Path| -> Vec<u64> {
+        crate::segment::list_segment_files(directory)
             .expect("list")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .into_string()
-                    .expect("utf-8")
-            })
-            .collect();
-        names.sort();
-        names
+            .into_iter()
+            .map(|(first_index, _)| first_index)
+            .collect()
     };
-    assert_eq!(segment_names(&directory).len(), 4);
+    assert_eq!(segments_on_disk(&directory), [1, 4, 7, 10]);
     assert_eq!(log.delete_segments_below(8).expect("delete"), 2);
     OsFileSystem.wait_for_removals(&directory).expect("removed");
-    assert_eq!(
-        segment_names(&directory),
-        [format!("{:020}.seg", 7), format!("{:020}.seg", 10)]
-    );
+    assert_eq!(segments_on_disk(&directory), [7, 10]);
     assert_eq!(log.delete_segments_below(u64::MAX).expect("delete"), 1);
     log.destroy()
         .expect("destroy while a removal may be pending");
