@@ -26,16 +26,16 @@
 //! Storage completes at once (every sync succeeds): this is for testing applications, not the
 //! broker's durability, which the simulator and the black-box tests cover.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use krest_core::ids::{ConnId, LogIndex};
-use krest_core::{
-    Command, Input, LogId, LogRecord, Node, Now, Recovered, StorageDone, StorageRequest,
-};
+use krest_core::ids::ConnId;
+use krest_core::memory_storage::MemoryStorage;
+use krest_core::router::{Event, Mailbox, MailboxRouter, Outbound};
+use krest_core::{Input, Node, Now, Recovered};
 use krest_proto::frame::FrameDecoder;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -251,110 +251,79 @@ async fn wait_for(clock: &VirtualClock, deadline: Option<Instant>) {
     }
 }
 
-/// The broker task: the node, its in-memory storage, the connections' inboxes.
+/// The broker task: the node behind the command router, its in-memory storage, the
+/// connections' inboxes.
 async fn run_broker(
-    mut node: Node,
+    node: Node,
     clock: VirtualClock,
     mut events: mpsc::UnboundedReceiver<BrokerEvent>,
 ) {
     let mut connections: BTreeMap<ConnId, (mpsc::UnboundedSender<Bytes>, FrameDecoder)> =
         BTreeMap::new();
-    let mut logs: BTreeMap<LogId, BTreeMap<LogIndex, LogRecord>> = BTreeMap::new();
+    let mailbox = Mailbox::default();
+    let mut router = MailboxRouter::new(node);
+    let mut storage = MemoryStorage::default();
     let max_frame_bytes = krest_proto::frame::DEFAULT_MAX_FRAME_BYTES;
     while let Some(event) = events.recv().await {
         let now = clock.core_now();
-        let mut inputs = VecDeque::new();
         match event {
             BrokerEvent::Connected { conn, inbox } => {
                 connections.insert(conn, (inbox, FrameDecoder::new(max_frame_bytes)));
-                inputs.push_back(Input::ClientConnected { conn });
+                let outbox = mailbox.outbox(conn);
+                router.on_event(now, Event::Connected { conn, outbox });
             }
             BrokerEvent::Bytes { conn, bytes } => {
                 if let Some((_, decoder)) = connections.get_mut(&conn) {
                     let mut buffer = BytesMut::from(&bytes[..]);
                     while let Ok(Some(body)) = decoder.decode(&mut buffer) {
-                        inputs.push_back(Input::ClientFrame { conn, body });
+                        let frame = Input::ClientFrame { conn, body };
+                        router.on_event(now, Event::Input(frame));
                     }
                 }
             }
             BrokerEvent::Disconnected { conn } => {
                 if connections.remove(&conn).is_some() {
-                    inputs.push_back(Input::ClientDisconnected { conn });
+                    let gone = Input::ClientDisconnected { conn };
+                    router.on_event(now, Event::Input(gone));
                 }
             }
             BrokerEvent::Advanced { done } => {
-                inputs.push_back(Input::Tick);
+                router.on_timer(now);
                 let _ = done.send(());
             }
         }
-        // Feed the inputs, then everything they cause, until the node is quiet.
-        while let Some(input) = inputs.pop_front() {
-            node.handle(now, input);
-            while let Some(command) = node.poll_command() {
-                match command {
-                    Command::SendToClient { conn, frame } => {
+        // Carry out what the node asked, and everything that causes, until it is quiet.
+        loop {
+            let mut closed = Vec::new();
+            for (conn, message) in mailbox.take().to_connections {
+                match message {
+                    Outbound::Frame(frame) => {
                         if let Some((inbox, _)) = connections.get(&conn) {
                             let _ = inbox.send(frame);
                         }
                     }
-                    Command::CloseClient { conn, .. } => {
+                    Outbound::Close { .. } => {
                         if connections.remove(&conn).is_some() {
-                            inputs.push_back(Input::ClientDisconnected { conn });
+                            closed.push(conn);
                         }
                     }
-                    Command::Storage(request) => {
-                        if let Some(done) = complete(&mut logs, request) {
-                            inputs.push_back(Input::StorageDone(done));
-                        }
-                    }
-                    Command::SetReading { .. } | Command::AdminResponse { .. } => {}
+                    Outbound::Reading(_) => {}
                 }
             }
-        }
-    }
-}
-
-/// Storage in memory: appended records are kept (until segments below them are deleted, as
-/// on disk) so payloads can be read back; syncs succeed at once.
-fn complete(
-    logs: &mut BTreeMap<LogId, BTreeMap<LogIndex, LogRecord>>,
-    request: StorageRequest,
-) -> Option<StorageDone> {
-    match request {
-        StorageRequest::Append { log, records } => {
-            let memory = logs.entry(log).or_default();
-            for record in records {
-                memory.insert(record.index, record);
+            for request in router.take_storage_requests() {
+                // Segments below a point are dropped whole here: every record that may go.
+                storage.execute(request, |droppable| droppable);
             }
-            None
-        }
-        StorageRequest::Sync { log } => {
-            let through = logs
-                .get(&log)
-                .and_then(|memory| memory.keys().next_back().copied())
-                .unwrap_or(LogIndex(0));
-            Some(StorageDone::Synced { log, through })
-        }
-        StorageRequest::Read { log, indexes } => {
-            let memory = logs.get(&log);
-            let records = indexes
-                .iter()
-                .filter_map(|index| memory.and_then(|memory| memory.get(index)).cloned())
-                .collect();
-            Some(StorageDone::Read { log, records })
-        }
-        StorageRequest::CreateLog { .. } => None,
-        StorageRequest::DeleteSegmentsBelow { log, index } => {
-            if let Some(memory) = logs.get_mut(&log) {
-                // Keep the last record: its index is what a sync reports.
-                let last = memory.keys().next_back().copied();
-                memory.retain(|kept, _| *kept >= index || Some(*kept) == last);
+            let mut done = storage.complete_syncs();
+            done.extend(storage.complete_reads());
+            if done.is_empty() && closed.is_empty() {
+                break;
             }
-            None
-        }
-        StorageRequest::DeleteLog { log } => {
-            logs.remove(&log);
-            None
+            router.on_storage_done(now, done);
+            for conn in closed {
+                let gone = Input::ClientDisconnected { conn };
+                router.on_event(now, Event::Input(gone));
+            }
         }
     }
 }

@@ -1,42 +1,36 @@
-//! A crate-private harness for tests: one node, in-memory logs, scripted clients, virtual time.
+//! A crate-private harness for tests: one node behind the command router, the in-memory
+//! storage, scripted clients, virtual time.
 //!
 //! Storage completes syncs when the harness is told to (`sync_automatically`, or
 //! `complete_syncs`), so tests can check that nothing is confirmed before its fsync. A restart
 //! keeps only what was synced, like a crash.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use krest_proto::client::{self as wire, client_frame, server_frame, ClientFrame, ServerFrame};
 use krest_proto::frame::{encode_frame, FrameDecoder};
 
 use crate::config::Config;
-use crate::ids::{AdminRequestId, ConnId};
-use crate::io::{
-    AdminHttpRequest, Command, Input, LogId, LogRecord, Recovered, StorageDone, StorageRequest,
-};
+use crate::ids::ConnId;
+use crate::io::{AdminHttpRequest, Input, LogId, Recovered};
+use crate::memory_storage::MemoryStorage;
 use crate::node::Node;
+use crate::router::{Event, Mailbox, MailboxRouter, Outbound};
 use crate::time::{Instant, Now, UnixMillis};
-
-/// A log kept in memory: appended records and how many of them are synced.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryLog {
-    pub records: Vec<LogRecord>,
-    pub synced: usize,
-}
 
 /// One node under test.
 pub struct Harness {
-    pub node: Node,
+    pub router: MailboxRouter,
+    pub mailbox: Mailbox,
     pub config: Config,
     pub now: Now,
-    pub logs: BTreeMap<LogId, MemoryLog>,
-    pub pending_syncs: VecDeque<LogId>,
+    pub storage: MemoryStorage,
     pub sync_automatically: bool,
     pub inbox: BTreeMap<ConnId, Vec<ServerFrame>>,
     pub closed: Vec<ConnId>,
     pub reading_paused: BTreeMap<ConnId, bool>,
-    pub admin: BTreeMap<AdminRequestId, (u16, Vec<u8>)>,
+    pub admin: BTreeMap<u64, (u16, Vec<u8>)>,
     next_conn: u64,
     next_request: u64,
     next_admin: u64,
@@ -50,11 +44,11 @@ impl Harness {
         };
         let node = Node::new(config.clone(), Recovered::default(), 7, now).expect("empty recovery");
         let mut harness = Harness {
-            node,
+            router: MailboxRouter::new(node),
+            mailbox: Mailbox::default(),
             config,
             now,
-            logs: BTreeMap::new(),
-            pending_syncs: VecDeque::new(),
+            storage: MemoryStorage::default(),
             sync_automatically: true,
             inbox: BTreeMap::new(),
             closed: Vec::new(),
@@ -64,7 +58,7 @@ impl Harness {
             next_request: 1,
             next_admin: 1,
         };
-        harness.drain();
+        harness.run_until_quiet();
         harness
     }
 
@@ -72,153 +66,111 @@ impl Harness {
         Harness::new(Config::default())
     }
 
-    /// Feeds one input and executes every command (syncing if automatic).
-    pub fn input(&mut self, input: Input) {
-        self.node.handle(self.now, input);
-        self.drain();
+    /// The node under test.
+    pub fn node(&self) -> &Node {
+        self.router.node()
     }
 
-    fn drain(&mut self) {
-        loop {
-            while let Some(command) = self.node.poll_command() {
-                self.execute(command);
+    /// Runs `node` from now on, as after a restart: no connection survives.
+    pub fn replace_node(&mut self, node: Node) {
+        self.router = MailboxRouter::new(node);
+        self.run_until_quiet();
+    }
+
+    /// Feeds one input and carries out everything it causes (syncing if automatic).
+    pub fn input(&mut self, input: Input) {
+        match input {
+            Input::ClientConnected { conn } => {
+                let outbox = self.mailbox.outbox(conn);
+                self.router
+                    .on_event(self.now, Event::Connected { conn, outbox });
             }
-            if !self.sync_automatically || self.pending_syncs.is_empty() {
+            input => self.router.on_event(self.now, Event::Input(input)),
+        }
+        self.run_until_quiet();
+    }
+
+    /// Routes what the router collected, runs storage, feeds completions and disconnects back,
+    /// until nothing more happens.
+    fn run_until_quiet(&mut self) {
+        loop {
+            let mut disconnects = Vec::new();
+            let mail = self.mailbox.take();
+            for (conn, message) in mail.to_connections {
+                match message {
+                    Outbound::Frame(frame) => self.receive(conn, &frame),
+                    Outbound::Close { .. } => {
+                        self.closed.push(conn);
+                        disconnects.push(conn);
+                    }
+                    Outbound::Reading(enabled) => {
+                        self.reading_paused.insert(conn, !enabled);
+                    }
+                }
+            }
+            for (tag, answer) in mail.admin_answers {
+                self.admin.insert(tag, (answer.status, answer.body));
+            }
+            for request in self.router.take_storage_requests() {
+                self.storage.execute(request, |droppable| droppable);
+            }
+            let mut done = self.storage.complete_reads();
+            if self.sync_automatically {
+                done.extend(self.storage.complete_syncs());
+            }
+            if done.is_empty() && disconnects.is_empty() {
                 return;
             }
-            self.complete_syncs();
+            self.router.on_storage_done(self.now, done);
+            for conn in disconnects {
+                let input = Input::ClientDisconnected { conn };
+                self.router.on_event(self.now, Event::Input(input));
+            }
+        }
+    }
+
+    fn receive(&mut self, conn: ConnId, frame: &[u8]) {
+        let mut buffer = BytesMut::from(frame);
+        let mut decoder = FrameDecoder::new(u32::MAX);
+        while let Some(decoded) = decoder
+            .decode_message::<ServerFrame>(&mut buffer)
+            .expect("server frames decode")
+        {
+            self.inbox.entry(conn).or_default().push(decoded);
         }
     }
 
     /// Completes every requested sync.
     pub fn complete_syncs(&mut self) {
-        while let Some(log) = self.pending_syncs.pop_front() {
-            self.complete_sync(log);
-        }
+        let done = self.storage.complete_syncs();
+        self.router.on_storage_done(self.now, done);
+        self.run_until_quiet();
     }
 
     /// Completes the syncs requested so far of `logs` only; the others stay pending.
     pub fn complete_syncs_of(&mut self, logs: &[LogId]) {
-        let (now, later) = self
+        let done = self.storage.complete_syncs_of(|log| logs.contains(&log));
+        self.router.on_storage_done(self.now, done);
+        self.run_until_quiet();
+    }
+
+    /// The logs with a sync pending.
+    pub fn pending_syncs(&self) -> Vec<LogId> {
+        self.storage
             .pending_syncs
-            .drain(..)
-            .partition(|log| logs.contains(log));
-        self.pending_syncs = later;
-        for log in now {
-            self.complete_sync(log);
-        }
-    }
-
-    fn complete_sync(&mut self, log: LogId) {
-        let Some(memory) = self.logs.get_mut(&log) else {
-            return;
-        };
-        memory.synced = memory.records.len();
-        let Some(last) = memory.records.last() else {
-            return;
-        };
-        let through = last.index;
-        self.node.handle(
-            self.now,
-            Input::StorageDone(StorageDone::Synced { log, through }),
-        );
-        while let Some(command) = self.node.poll_command() {
-            self.execute(command);
-        }
-    }
-
-    fn execute(&mut self, command: Command) {
-        match command {
-            Command::SendToClient { conn, frame } => {
-                let mut buffer = BytesMut::from(&frame[..]);
-                let mut decoder = FrameDecoder::new(u32::MAX);
-                while let Some(decoded) = decoder
-                    .decode_message::<ServerFrame>(&mut buffer)
-                    .expect("server frames decode")
-                {
-                    self.inbox.entry(conn).or_default().push(decoded);
-                }
-            }
-            Command::CloseClient { conn, .. } => {
-                self.closed.push(conn);
-                self.node
-                    .handle(self.now, Input::ClientDisconnected { conn });
-            }
-            Command::SetReading { conn, enabled } => {
-                self.reading_paused.insert(conn, !enabled);
-            }
-            Command::Storage(request) => self.execute_storage(request),
-            Command::AdminResponse {
-                request,
-                status,
-                body,
-                ..
-            } => {
-                self.admin.insert(request, (status, body));
-            }
-        }
-    }
-
-    fn execute_storage(&mut self, request: StorageRequest) {
-        match request {
-            StorageRequest::CreateLog { log } => {
-                self.logs.entry(log).or_default();
-            }
-            StorageRequest::Append { log, records } => {
-                let memory = self.logs.get_mut(&log).expect("append to a created log");
-                for record in records {
-                    if let Some(last) = memory.records.last() {
-                        assert_eq!(
-                            record.index,
-                            last.index.next(),
-                            "log indexes are consecutive"
-                        );
-                    }
-                    memory.records.push(record);
-                }
-            }
-            StorageRequest::Sync { log } => self.pending_syncs.push_back(log),
-            StorageRequest::Read { log, indexes } => {
-                let records = self.logs.get(&log).map_or_else(Vec::new, |memory| {
-                    memory
-                        .records
-                        .iter()
-                        .filter(|record| indexes.contains(&record.index))
-                        .cloned()
-                        .collect()
-                });
-                self.node.handle(
-                    self.now,
-                    Input::StorageDone(StorageDone::Read { log, records }),
-                );
-                while let Some(command) = self.node.poll_command() {
-                    self.execute(command);
-                }
-            }
-            StorageRequest::DeleteSegmentsBelow { .. } => {}
-            StorageRequest::DeleteLog { log } => {
-                self.logs.remove(&log);
-            }
-        }
+            .iter()
+            .map(|(log, _)| *log)
+            .collect()
     }
 
     /// Crash and restart: unsynced records are lost, connections are gone.
     pub fn restart(&mut self) {
-        for memory in self.logs.values_mut() {
-            memory.records.truncate(memory.synced);
-        }
-        let recovered = Recovered {
-            logs: self
-                .logs
-                .iter()
-                .map(|(log, memory)| (*log, memory.records.clone()))
-                .collect(),
-        };
+        self.storage.crash(|unsynced| unsynced);
         self.now.monotonic = Instant(self.now.monotonic.0 + 1);
-        self.node = Node::new(self.config.clone(), recovered, 7, self.now).expect("recovery");
-        self.pending_syncs.clear();
+        let recovered = self.storage.recovered();
+        let node = Node::new(self.config.clone(), recovered, 7, self.now).expect("recovery");
         self.inbox.clear();
-        self.drain();
+        self.replace_node(node);
     }
 
     pub fn advance(&mut self, milliseconds: u64) {
@@ -299,18 +251,19 @@ impl Harness {
     }
 
     pub fn admin(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let request = AdminRequestId(self.next_admin);
+        let tag = self.next_admin;
         self.next_admin += 1;
-        self.input(Input::Admin {
-            request,
-            http: AdminHttpRequest {
-                method: method.into(),
-                path: path.into(),
-                query: String::new(),
-                body: body.as_bytes().to_vec(),
-            },
-        });
-        let (status, body) = self.admin.remove(&request).expect("admin answered");
+        let http = AdminHttpRequest {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        let responder = self.mailbox.responder(tag);
+        self.router
+            .on_event(self.now, Event::Admin { http, responder });
+        self.run_until_quiet();
+        let (status, body) = self.admin.remove(&tag).expect("admin answered");
         (status, String::from_utf8(body).expect("utf-8"))
     }
 
@@ -373,7 +326,8 @@ impl Harness {
     }
 
     pub fn synced_records(&self, log: LogId) -> usize {
-        self.logs.get(&log).map(|memory| memory.synced).unwrap_or(0)
+        let memory = self.storage.logs.get(&log);
+        memory.map_or(0, |memory| memory.durable_records().len())
     }
 }
 

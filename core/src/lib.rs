@@ -13,6 +13,11 @@
 //! 4. Sleep until the next input or `node.poll_timeout()`, whichever comes first, then send
 //!    `Input::Tick` if the timeout won.
 //!
+//! [`router::Router`] is that loop's body, written once: every driver (both servers, the
+//! simulator, the embedded broker, the fuzz driver, the tests) feeds inputs through it and takes
+//! what it routes to connections, storage and admin requests. `handle` asserts that the previous
+//! input's commands were drained.
+//!
 //! Replies that promise durability (publish confirms, acks of durable queues) are emitted only
 //! after storage reported the records synced.
 
@@ -22,15 +27,19 @@ mod harness;
 mod test_alloc;
 
 pub mod config;
-pub mod driver;
-/// Fuzz target bodies (run by `fuzz/` and by the corpus replay test).
+/// Fuzz target bodies (run by `fuzz/` and by the corpus replay test; feature `testing`).
+#[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod ids;
 pub mod io;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory_storage;
 pub mod node;
+#[cfg_attr(not(feature = "planted-bugs"), doc(hidden))]
 pub mod planted;
 pub mod queue;
 pub mod rng;
+pub mod router;
 pub mod time;
 pub mod timer;
 

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod http;
 
 /// Fuzz target bodies (run by `fuzz/` and by the corpus replay test).
+#[cfg(feature = "testing")]
 pub mod fuzzing;
 
 /// The generated code, nested as prost expects (`krest.client.v1` is `krest::client::v1`).

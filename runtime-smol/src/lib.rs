@@ -1,21 +1,22 @@
 //! krest-runtime-smol: runs the Krest-MQ core on smol, for programs (and operators) that use
 //! smol's executor; async-std users land here, since async-std is discontinued upstream.
 //!
-//! Like `krest-runtime-tokio`, this crate only does what is about sockets, timers, signals and
-//! tasks. The event-loop logic is [`krest_core::driver`], the codecs are in `krest-proto`, and
-//! opening the node, its storage worker and its listeners is [`krest_storage_file::server`].
-//! Everything runs on one thread's [`LocalExecutor`], as the tokio server runs on tokio's
-//! current-thread runtime; file I/O runs on the storage worker's thread.
-
-mod admin;
-mod connection;
-mod event_loop;
+//! Like `krest-runtime-tokio`, this crate is only what is about the runtime's sockets, timers
+//! and tasks: [`Smol`] implements [`krest_host::Runtime`], and [`run`] serves an opened node
+//! with it. Everything runs on one thread's [`LocalExecutor`], as the tokio server runs on
+//! tokio's current-thread runtime; file I/O runs on the storage worker's thread.
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
-pub use krest_storage_file::server::{Bound, Opened, StartError};
-use smol::LocalExecutor;
+use bytes::BytesMut;
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::net::{TcpListener, TcpStream};
+use smol::{LocalExecutor, Timer};
+
+pub use krest_host::{Bound, Opened, StartError};
 
 /// The executor every task of the server runs on.
 pub type Executor = Rc<LocalExecutor<'static>>;
@@ -27,21 +28,63 @@ pub async fn run(
     opened: Opened,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let adopt = |what: &'static str, listener: std::net::TcpListener| {
-        let error = StartError::adopting(what, &listener);
-        smol::net::TcpListener::try_from(listener).map_err(error)
-    };
-    let client_listener = adopt("client", opened.client_listener)?;
-    let admin_listener = adopt("admin", opened.admin_listener)?;
-    let parts = event_loop::Parts {
-        executor,
-        node: opened.node,
-        storage: opened.storage,
-        clock: opened.clock,
-        limits: opened.config.limits,
-        client_listener,
-        admin_listener,
-    };
-    event_loop::run(parts, shutdown).await;
-    Ok(())
+    let runtime = Smol { executor };
+    krest_host::serve(runtime, opened, TcpListener::try_from, shutdown).await
+}
+
+/// smol, as the serving loops use it.
+#[derive(Clone)]
+pub struct Smol {
+    executor: Executor,
+}
+
+/// The read half of a connection, with the chunk each read fills.
+pub struct Reader {
+    stream: TcpStream,
+    chunk: Box<[u8]>,
+}
+
+impl krest_host::Runtime for Smol {
+    type Listener = TcpListener;
+    type Reader = Reader;
+    type Writer = TcpStream;
+    type Sleep = Timer;
+
+    fn spawn(&self, task: impl Future<Output = ()> + 'static) {
+        self.executor.spawn(task).detach();
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Timer {
+        Timer::at(deadline)
+    }
+
+    async fn accept(&self, listener: &TcpListener) -> io::Result<(Reader, TcpStream, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let chunk = vec![0; krest_core::router::InboundFrames::READ_CHUNK_BYTES].into();
+        let reader = Reader {
+            stream: stream.clone(),
+            chunk,
+        };
+        Ok((reader, stream, peer))
+    }
+
+    async fn read(reader: &mut Reader, buffer: &mut BytesMut) -> io::Result<usize> {
+        let read = reader.stream.read(&mut reader.chunk).await?;
+        buffer.extend_from_slice(&reader.chunk[..read]);
+        Ok(read)
+    }
+
+    async fn write_all(writer: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+        writer.write_all(bytes).await
+    }
+
+    async fn close(writer: &mut TcpStream) {
+        let _ = writer.flush().await;
+        let _ = writer.shutdown(std::net::Shutdown::Both);
+    }
+
+    async fn unblock(&self, call: impl FnOnce() + Send + 'static) {
+        smol::unblock(call).await;
+    }
 }

@@ -2,8 +2,8 @@
 //! group commit, and crash recovery that tells a torn write from corruption.
 //!
 //! This crate knows nothing of queues or Raft: it stores `(term, index, body)` records with
-//! consecutive indexes. The adapter in the server maps the core's storage requests onto
-//! [`SegmentedLog`] and [`DataDir`].
+//! consecutive indexes. [`StorageExecutor`] maps the core's storage requests onto
+//! [`SegmentedLog`] and [`DataDir`]; `krest-host` runs it on a [`StorageWorker`] thread.
 //!
 //! # Using it
 //!
@@ -86,16 +86,16 @@ mod error;
 mod executor;
 pub mod file_system;
 mod files;
-/// Fuzz target body (run by `fuzz/` and by the corpus replay test).
+/// Fuzz target body (run by `fuzz/` and by the corpus replay test; feature `testing`).
+#[cfg(feature = "testing")]
 pub mod fuzzing;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory_disk;
 mod reader;
 mod record;
 mod recovery;
 mod segment;
 mod segmented_log;
-#[cfg(feature = "server")]
-pub mod server;
 #[cfg(test)]
 mod test_support;
 pub mod worker;
@@ -104,6 +104,7 @@ pub use data_dir::{is_valid_log_name, DataDir, RecoveredLog};
 pub use error::StorageError;
 pub use executor::{OpenError, StorageExecutor};
 pub use file_system::{FileSystem, OsFileSystem};
+#[cfg(any(test, feature = "testing"))]
 pub use memory_disk::{MemoryDisk, MemoryFileSystem};
 pub use record::{StoredRecord, MAX_BODY_BYTES};
 pub use segmented_log::{LogConfig, SegmentedLog};
@@ -118,8 +119,13 @@ const _: () = {
     assert_send::<SegmentedLog>();
     assert_send::<DataDir>();
     assert_send::<StorageExecutor>();
+    assert_send::<StorageError>();
+};
+
+#[cfg(any(test, feature = "testing"))]
+const _: () = {
+    const fn assert_send<T: Send>() {}
     assert_send::<SegmentedLog<MemoryFileSystem>>();
     assert_send::<DataDir<MemoryFileSystem>>();
     assert_send::<StorageExecutor<MemoryFileSystem>>();
-    assert_send::<StorageError>();
 };

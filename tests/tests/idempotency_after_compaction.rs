@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use krest_core::ids::ConnId;
-use krest_core::{Command, Config, Input, Instant, Node, Now, UnixMillis};
+use krest_core::router::{Event, Mailbox, MailboxRouter, Outbound};
+use krest_core::{Config, Input, Instant, Node, Now, UnixMillis};
 use krest_proto::client::{
     client_frame, server_frame, ClientFrame, DeclareQueue, Hello, OutgoingMessage, OverflowPolicy,
     Publish, QueueKind, QueueSettings, ServerFrame,
@@ -14,9 +15,11 @@ use krest_proto::client::{
 use krest_proto::frame::{encode_frame, FrameDecoder};
 use krest_storage_file::StorageExecutor;
 
-/// One node over a data directory; storage requests run as soon as the node emits them.
+/// One node, behind the command router, over a data directory; storage requests run as soon
+/// as the node emits them.
 struct Broker {
-    node: Node,
+    router: MailboxRouter,
+    mailbox: Mailbox,
     executor: StorageExecutor,
     now: Now,
     replies: VecDeque<ServerFrame>,
@@ -31,7 +34,8 @@ impl Broker {
         let (executor, recovered) = StorageExecutor::open(directory, 4_096).expect("opens");
         let node = Node::new(config, recovered, 1, now).expect("recovers");
         let mut broker = Broker {
-            node,
+            router: MailboxRouter::new(node),
+            mailbox: Mailbox::default(),
             executor,
             now,
             replies: VecDeque::new(),
@@ -43,44 +47,48 @@ impl Broker {
 
     fn input(&mut self, input: Input) {
         self.now.monotonic = Instant(self.now.monotonic.0 + 1);
-        self.node.handle(self.now, input);
+        let event = match input {
+            Input::ClientConnected { conn } => Event::Connected {
+                conn,
+                outbox: self.mailbox.outbox(conn),
+            },
+            input => Event::Input(input),
+        };
+        self.router.on_event(self.now, event);
         self.run();
     }
 
     /// Executes commands (and feeds storage completions back) until the node is quiet.
     fn run(&mut self) {
         loop {
-            let mut requests = Vec::new();
-            while let Some(command) = self.node.poll_command() {
-                match command {
-                    Command::Storage(request) => {
-                        if matches!(
-                            request,
-                            krest_core::StorageRequest::DeleteSegmentsBelow { .. }
-                        ) {
-                            self.segments_deleted += 1;
-                        }
-                        requests.push(request);
+            for (_, message) in self.mailbox.take().to_connections {
+                if let Outbound::Frame(frame) = message {
+                    let mut buffer = BytesMut::from(&frame[..]);
+                    let mut decoder = FrameDecoder::new(u32::MAX);
+                    while let Some(reply) = decoder
+                        .decode_message::<ServerFrame>(&mut buffer)
+                        .expect("decodes")
+                    {
+                        self.replies.push_back(reply);
                     }
-                    Command::SendToClient { frame, .. } => {
-                        let mut buffer = BytesMut::from(&frame[..]);
-                        let mut decoder = FrameDecoder::new(u32::MAX);
-                        while let Some(reply) = decoder
-                            .decode_message::<ServerFrame>(&mut buffer)
-                            .expect("decodes")
-                        {
-                            self.replies.push_back(reply);
-                        }
-                    }
-                    _ => {}
                 }
             }
+            let requests = self.router.take_storage_requests();
+            self.segments_deleted += requests
+                .iter()
+                .filter(|request| {
+                    matches!(
+                        request,
+                        krest_core::StorageRequest::DeleteSegmentsBelow { .. }
+                    )
+                })
+                .count();
             if requests.is_empty() {
                 return;
             }
             for done in self.executor.execute_batch(requests) {
                 self.now.monotonic = Instant(self.now.monotonic.0 + 1);
-                self.node.handle(self.now, Input::StorageDone(done));
+                self.router.on_storage_done(self.now, vec![done]);
             }
         }
     }
@@ -186,7 +194,7 @@ fn a_retry_is_recognised_after_a_restart_though_its_segment_was_compacted() {
             "producer sequence {producer_sequence} is confirmed again with its first sequence, not stored twice"
         );
     }
-    let queue = broker.node.queue("latest").expect("recovered");
+    let queue = broker.router.node().queue("latest").expect("recovered");
     assert_eq!(queue.next_sequence.0, 3_001, "nothing was stored again");
     let _ = std::fs::remove_dir_all(&directory);
 }

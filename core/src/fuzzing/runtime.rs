@@ -1,10 +1,12 @@
-//! The `core_inputs` target: this module plays the runtime, the clients and an in-memory
-//! storage around one [`Node`], and checks after every input what each of them can see.
+//! The `core_inputs` target: this module plays the runtime, the clients and the storage around
+//! one [`Node`] behind the command router every runtime uses ([`MailboxRouter`]), and checks
+//! after every input what each of them can see.
 //!
-//! Storage behaves like the file storage within its contract: records are kept in memory, a
-//! `Sync` is completed whenever the fuzz bytes say so (in order within a log), a crash loses any
-//! suffix of the records not yet synced, and deleting segments drops a prefix of synced records
-//! below the index asked for, never the last record (the active segment is never deleted).
+//! Storage is the test drivers' [`MemoryStorage`], which behaves like the file storage within
+//! its contract: a `Sync` is completed whenever the fuzz bytes say so (in order within a log), a
+//! crash loses any suffix of the records not yet synced, and deleting segments drops a prefix of
+//! synced records below the index asked for (as many as the bytes say), never the last record
+//! (the active segment is never deleted).
 //!
 //! Layout of the input: a byte for the queues' default `max_deliveries`, eight for the node's
 //! seed, then steps. Each step starts with a byte choosing (modulo 20): 0-6 a request from a
@@ -15,7 +17,7 @@
 //! inputs by hand). Once the bytes run out, storage completes everything, time passes every
 //! deadline, and every request must have had its answer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 use krest_proto::client::{client_frame, server_frame, ClientFrame, ErrorCode, ServerFrame};
@@ -25,9 +27,11 @@ use prost::Message as _;
 use super::byte_source::ByteSource;
 use super::requests::{self, Known};
 use crate::config::Config;
-use crate::ids::{AdminRequestId, ConnId, LogIndex};
-use crate::io::{Command, Input, LogId, LogRecord, Recovered, StorageDone, StorageRequest};
+use crate::ids::ConnId;
+use crate::io::{Input, LogId, Recovered, StorageDone, StorageRequest};
+use crate::memory_storage::MemoryStorage;
 use crate::node::{Node, RecoveryError};
+use crate::router::{AdminResponse, Event, Mailbox, MailboxRouter, Outbound};
 use crate::time::{Instant, Millis, Now, UnixMillis};
 
 /// Inputs per run, whatever the length of the fuzz input.
@@ -79,29 +83,19 @@ struct Client {
     known: Known,
 }
 
-/// One log of the in-memory storage.
-#[derive(Debug, Default)]
-struct MemoryLog {
-    records: Vec<LogRecord>,
-    /// Records up to here survive a crash.
-    durable_through: LogIndex,
-}
-
 struct Runtime<'t> {
     trace: Option<&'t mut dyn FnMut(&str)>,
     config: Config,
     seed: u64,
-    node: Node,
+    router: MailboxRouter,
+    mailbox: Mailbox,
     now: Now,
-    logs: BTreeMap<LogId, MemoryLog>,
-    /// Syncs asked for and not completed: the log and its last index when asked.
-    pending_syncs: VecDeque<(LogId, LogIndex)>,
-    /// Reads asked for and not answered, answered with the syncs.
-    pending_reads: VecDeque<(LogId, Vec<LogIndex>)>,
+    storage: MemoryStorage,
     clients: BTreeMap<ConnId, Client>,
     next_conn: u64,
     next_request_id: u64,
-    admin_waiting: BTreeSet<AdminRequestId>,
+    /// Admin requests sent and not answered, by tag.
+    admin_waiting: BTreeSet<u64>,
     next_admin: u64,
     /// Sequences from publish confirms, to name in cancels.
     sequences: Vec<u64>,
@@ -152,11 +146,10 @@ impl<'t> Runtime<'t> {
             trace,
             config,
             seed,
-            node,
+            router: MailboxRouter::new(node),
+            mailbox: Mailbox::default(),
             now,
-            logs: BTreeMap::new(),
-            pending_syncs: VecDeque::new(),
-            pending_reads: VecDeque::new(),
+            storage: MemoryStorage::default(),
             clients: BTreeMap::new(),
             next_conn: 1,
             next_request_id: 1,
@@ -189,9 +182,15 @@ impl<'t> Runtime<'t> {
 
     /// What must hold after every input.
     fn check(&self) {
-        self.node.check_invariants();
+        let node = self.router.node();
+        node.check_invariants();
+        assert_eq!(
+            self.router.unroutable(),
+            0,
+            "the node sends only to connections it knows"
+        );
         if !self.tainted {
-            for queue in self.node.queues() {
+            for queue in node.queues() {
                 let settings = &queue.settings;
                 assert!(
                     queue.messages.len() as u64 <= settings.max_messages,
@@ -202,7 +201,7 @@ impl<'t> Runtime<'t> {
             }
         }
         let deadline = self
-            .node
+            .router
             .poll_timeout()
             .expect("housekeeping is always armed");
         assert!(
@@ -221,21 +220,40 @@ impl<'t> Runtime<'t> {
     fn input(&mut self, input: Input, source: &mut ByteSource) {
         let monotonic = self.now.monotonic;
         self.note(|| format!("{monotonic:?} {input:?}"));
-        self.node.handle(self.now, input);
+        let now = self.now;
+        match input {
+            Input::ClientConnected { conn } => {
+                let outbox = self.mailbox.outbox(conn);
+                self.router.on_event(now, Event::Connected { conn, outbox });
+            }
+            Input::StorageDone(done) => self.router.on_storage_done(now, vec![done]),
+            Input::Tick => self.router.on_timer(now),
+            input => self.router.on_event(now, Event::Input(input)),
+        }
         self.drain(source);
     }
 
+    /// Carries out what the router routed.
     fn drain(&mut self, source: &mut ByteSource) {
-        while let Some(command) = self.node.poll_command() {
-            self.execute(command, source);
+        let mail = self.mailbox.take();
+        for (conn, message) in mail.to_connections {
+            self.note(|| format!("    -> {conn} {message:?}"));
+            self.route_to_connection(conn, message);
+        }
+        for (tag, answer) in mail.admin_answers {
+            self.note(|| format!("    -> admin {tag} {}", answer.status));
+            self.admin_answered(tag, answer);
+        }
+        for request in self.router.take_storage_requests() {
+            self.note(|| format!("    -> {request:?}"));
+            self.store(request, source);
         }
     }
 
-    fn execute(&mut self, command: Command, source: &mut ByteSource) {
-        self.note(|| format!("    -> {command:?}"));
-        match command {
-            Command::SendToClient { conn, frame } => self.receive(conn, frame),
-            Command::CloseClient { conn, reason } => {
+    fn route_to_connection(&mut self, conn: ConnId, message: Outbound) {
+        match message {
+            Outbound::Frame(frame) => self.receive(conn, frame),
+            Outbound::Close { reason } => {
                 assert!(!reason.is_empty(), "a close says why");
                 let client = self
                     .clients
@@ -244,7 +262,7 @@ impl<'t> Runtime<'t> {
                 assert!(!client.closing, "connection {conn} is closed once");
                 client.closing = true;
             }
-            Command::SetReading { conn, enabled } => {
+            Outbound::Reading(enabled) => {
                 let client = self
                     .clients
                     .get_mut(&conn)
@@ -255,21 +273,14 @@ impl<'t> Runtime<'t> {
                 );
                 client.reading = enabled;
             }
-            Command::Storage(request) => self.store(request, source),
-            Command::AdminResponse {
-                request,
-                status,
-                content_type,
-                ..
-            } => {
-                assert!(
-                    self.admin_waiting.remove(&request),
-                    "{request} answered once"
-                );
-                assert!((200..600).contains(&status), "status {status}");
-                assert!(!content_type.is_empty());
-            }
         }
+    }
+
+    fn admin_answered(&mut self, tag: u64, answer: AdminResponse) {
+        assert!(self.admin_waiting.remove(&tag), "{tag} answered once");
+        let status = answer.status;
+        assert!((200..600).contains(&status), "status {status}");
+        assert!(!answer.content_type.is_empty());
     }
 
     /// A frame for a client: it fits the frame limit, decodes, answers something asked.
@@ -331,63 +342,15 @@ impl<'t> Runtime<'t> {
     }
 
     fn store(&mut self, request: StorageRequest, source: &mut ByteSource) {
-        match request {
-            StorageRequest::CreateLog { log } => {
-                self.logs.entry(log).or_default();
-            }
-            StorageRequest::Append { log, records } => {
-                assert!(!records.is_empty(), "an append carries records");
-                let memory = self
-                    .logs
-                    .get_mut(&log)
-                    .expect("a log is created before appends");
-                for record in records {
-                    let expected = memory
-                        .records
-                        .last()
-                        .map_or(LogIndex(1), |last| last.index.next());
-                    assert_eq!(record.index, expected, "{log:?} gets consecutive records");
-                    memory.records.push(record);
-                }
-            }
-            StorageRequest::Sync { log } => {
-                let last = self
-                    .logs
-                    .get(&log)
-                    .and_then(|memory| memory.records.last())
-                    .map(|record| record.index);
-                // Syncing an empty log completes nothing, as in the file storage.
-                if let Some(through) = last {
-                    self.pending_syncs.push_back((log, through));
-                }
-            }
-            StorageRequest::Read { log, indexes } => {
-                assert!(!indexes.is_empty(), "a read names records");
-                assert!(
-                    indexes.windows(2).all(|pair| pair[0] < pair[1]),
-                    "read indexes ascend"
-                );
-                self.pending_reads.push_back((log, indexes));
-            }
-            StorageRequest::DeleteSegmentsBelow { log, index } => {
-                let Some(memory) = self.logs.get_mut(&log) else {
-                    return;
-                };
-                let droppable = memory
-                    .records
-                    .iter()
-                    .take(memory.records.len().saturating_sub(1))
-                    .take_while(|record| record.index < index)
-                    .take_while(|record| record.index <= memory.durable_through)
-                    .count();
-                let dropped = source.up_to(droppable as u64) as usize;
-                memory.records.drain(..dropped);
-            }
-            StorageRequest::DeleteLog { log } => {
-                self.logs.remove(&log);
-                self.pending_syncs.retain(|(pending, _)| *pending != log);
+        if let StorageRequest::Append { log, records } = &request {
+            let memory = self.storage.logs.get(log);
+            let memory = memory.expect("a log is created before appends");
+            if memory.records.is_empty() && memory.durable_through.0 == 0 {
+                assert_eq!(records[0].index.0, 1, "{log:?} starts at index 1");
             }
         }
+        let dropped = |droppable: usize| source.up_to(droppable as u64) as usize;
+        self.storage.execute(request, dropped);
     }
 
     fn pick_client(&self, source: &mut ByteSource) -> Option<ConnId> {
@@ -513,53 +476,35 @@ impl<'t> Runtime<'t> {
     }
 
     fn complete_syncs(&mut self, source: &mut ByteSource) {
-        let mut logs: Vec<LogId> = self.pending_syncs.iter().map(|(log, _)| *log).collect();
+        let mut logs: Vec<LogId> = self
+            .storage
+            .pending_syncs
+            .iter()
+            .map(|(log, _)| *log)
+            .collect();
         logs.dedup();
         let chosen = match source.chance(64) {
             true => None,
             false => source.pick(&logs).copied(),
         };
-        let mut completions = Vec::new();
-        self.pending_syncs.retain(|(log, through)| {
-            let complete = chosen.is_none_or(|chosen| chosen == *log);
-            if complete {
-                completions.push((*log, *through));
-            }
-            !complete
-        });
-        for (log, through) in completions {
-            let Some(memory) = self.logs.get_mut(&log) else {
-                continue; // deleted meanwhile
-            };
-            memory.durable_through = memory.durable_through.max(through);
-            self.input(
-                Input::StorageDone(StorageDone::Synced { log, through }),
-                source,
-            );
+        let completions = self
+            .storage
+            .complete_syncs_of(|log| chosen.is_none_or(|chosen| chosen == log));
+        for done in completions {
+            self.input(Input::StorageDone(done), source);
         }
         self.complete_reads(source);
     }
 
     /// Answers the reads asked for so far, with the records still in memory.
     fn complete_reads(&mut self, source: &mut ByteSource) {
-        while let Some((log, indexes)) = self.pending_reads.pop_front() {
-            let records = self.logs.get(&log).map_or_else(Vec::new, |memory| {
-                memory
-                    .records
-                    .iter()
-                    .filter(|record| indexes.binary_search(&record.index).is_ok())
-                    .cloned()
-                    .collect()
-            });
-            self.input(
-                Input::StorageDone(StorageDone::Read { log, records }),
-                source,
-            );
+        for done in self.storage.complete_reads() {
+            self.input(Input::StorageDone(done), source);
         }
     }
 
     fn fail_storage(&mut self, source: &mut ByteSource) {
-        let logs: Vec<LogId> = self.logs.keys().copied().collect();
+        let logs: Vec<LogId> = self.storage.logs.keys().copied().collect();
         if let Some(log) = source.pick(&logs).copied() {
             let reason = "could not fsync: input/output error".to_string();
             self.input(
@@ -570,50 +515,44 @@ impl<'t> Runtime<'t> {
     }
 
     fn admin(&mut self, source: &mut ByteSource) {
-        let request = AdminRequestId(self.next_admin);
+        let tag = self.next_admin;
         self.next_admin += 1;
-        self.admin_waiting.insert(request);
+        self.admin_waiting.insert(tag);
         let http = requests::admin_request(source);
-        self.input(Input::Admin { request, http }, source);
+        self.note(|| format!("admin {tag} {http:?}"));
+        let responder = self.mailbox.responder(tag);
+        self.router
+            .on_event(self.now, Event::Admin { http, responder });
+        self.drain(source);
     }
 
     /// The process dies: connections and pending work are gone, and each log loses some suffix
     /// of what was not synced.
     fn crash(&mut self, source: &mut ByteSource) {
         self.note(|| "crash".to_string());
-        for memory in self.logs.values_mut() {
-            let durable_through = memory.durable_through;
-            let unsynced = memory
-                .records
-                .iter()
-                .filter(|record| record.index > durable_through)
-                .count();
-            let lost = source.up_to(unsynced as u64) as usize;
-            memory.records.truncate(memory.records.len() - lost);
-            // Opening the storage makes what survived durable.
-            memory.durable_through = memory.records.last().map_or(LogIndex(0), |last| last.index);
-        }
-        self.pending_syncs.clear();
-        self.pending_reads.clear();
+        self.storage
+            .crash(|unsynced| source.up_to(unsynced as u64) as usize);
         self.clients.clear();
         self.admin_waiting.clear();
     }
 
     fn recover(&mut self) -> Result<Node, RecoveryError> {
         self.note(|| "restart".to_string());
-        let logs = self
-            .logs
-            .iter()
-            .map(|(log, memory)| (*log, memory.records.clone()))
-            .collect();
+        let recovered: Recovered = self.storage.recovered();
         self.now.monotonic = self.now.monotonic + Millis(1);
-        Node::new(self.config.clone(), Recovered { logs }, self.seed, self.now)
+        Node::new(self.config.clone(), recovered, self.seed, self.now)
+    }
+
+    /// Runs `node` from now on: a new process, with a new router and mailbox.
+    fn run(&mut self, node: Node) {
+        self.router = MailboxRouter::new(node);
+        self.mailbox = Mailbox::default();
     }
 
     fn restart(&mut self, source: &mut ByteSource) {
         self.crash(source);
         match self.recover() {
-            Ok(node) => self.node = node,
+            Ok(node) => self.run(node),
             Err(error) => panic!("a node restarts from the records it wrote: {error}"),
         }
         self.drain(source);
@@ -624,10 +563,10 @@ impl<'t> Runtime<'t> {
     /// record is put back and the node must start.
     fn restart_with_replaced_record(&mut self, source: &mut ByteSource) -> bool {
         self.crash(source);
-        let logs: Vec<LogId> = self.logs.keys().copied().collect();
+        let logs: Vec<LogId> = self.storage.logs.keys().copied().collect();
         let chosen = source.pick(&logs).copied();
-        let Some((log, memory)) = chosen.and_then(|log| Some((log, self.logs.get_mut(&log)?)))
-        else {
+        let logs = &mut self.storage.logs;
+        let Some((log, memory)) = chosen.and_then(|log| Some((log, logs.get_mut(&log)?))) else {
             return self.restart_after_crash(source);
         };
         if memory.records.is_empty() {
@@ -641,13 +580,13 @@ impl<'t> Runtime<'t> {
         match self.recover() {
             Ok(node) => {
                 self.tainted = true;
-                self.node = node;
+                self.run(node);
                 self.drain(source);
                 true
             }
             Err(error) => {
                 assert!(!error.to_string().is_empty(), "a refusal says why");
-                let memory = self.logs.get_mut(&log).expect("chosen above");
+                let memory = self.storage.logs.get_mut(&log).expect("chosen above");
                 memory.records[position].body = original;
                 self.restart_after_crash(source)
             }
@@ -657,7 +596,7 @@ impl<'t> Runtime<'t> {
     fn restart_after_crash(&mut self, source: &mut ByteSource) -> bool {
         match self.recover() {
             Ok(node) => {
-                self.node = node;
+                self.run(node);
                 self.drain(source);
                 true
             }
@@ -683,16 +622,10 @@ impl<'t> Runtime<'t> {
         let limits = &self.config.limits;
         let long_enough = Millis(limits.max_fetch_wait_ms + limits.max_ack_timeout_ms + 1);
         for _ in 0..QUIESCE_ROUNDS_MAX {
-            while !self.pending_syncs.is_empty() || !self.pending_reads.is_empty() {
-                if let Some((log, through)) = self.pending_syncs.pop_front() {
-                    if let Some(memory) = self.logs.get_mut(&log) {
-                        memory.durable_through = memory.durable_through.max(through);
-                        self.input(
-                            Input::StorageDone(StorageDone::Synced { log, through }),
-                            source,
-                        );
-                        self.check();
-                    }
+            while self.storage.has_pending() {
+                for done in self.storage.complete_syncs() {
+                    self.input(Input::StorageDone(done), source);
+                    self.check();
                 }
                 self.complete_reads(source);
                 self.check();

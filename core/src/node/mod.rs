@@ -188,6 +188,12 @@ impl Node {
             now.monotonic,
             self.now.monotonic
         );
+        assert!(
+            self.commands.is_empty(),
+            "the drive contract: poll_command is drained to empty after every handle, before \
+             the next input ({} commands left)",
+            self.commands.len()
+        );
         self.now = now;
         self.fire_timers();
         match input {

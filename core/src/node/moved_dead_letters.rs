@@ -103,7 +103,7 @@ mod tests {
         harness.publish(conn, "q", vec![message("poison"), message("fine")]);
         let delivered = harness.take_pushed(conn);
         assert_eq!(bodies(&delivered), ["poison", "fine"]);
-        let dead_letter_log = LogId::Queue(harness.node.queue("q.dlq").unwrap().id);
+        let dead_letter_log = LogId::Queue(harness.node().queue("q.dlq").unwrap().id);
         harness.sync_automatically = false;
         harness.send(
             conn,
@@ -115,7 +115,7 @@ mod tests {
             }),
         );
         harness.complete_syncs_of(&[dead_letter_log, LogId::Metadata]);
-        assert_eq!(harness.node.queue("q.dlq").unwrap().messages.len(), 1);
+        assert_eq!(harness.node().queue("q.dlq").unwrap().messages.len(), 1);
 
         harness.restart();
         let conn = harness.connect(0);
@@ -125,7 +125,7 @@ mod tests {
             ["fine"],
             "the dead letter stays moved"
         );
-        assert_eq!(harness.node.queue("q.dlq").unwrap().messages.len(), 1);
-        harness.node.check_invariants();
+        assert_eq!(harness.node().queue("q.dlq").unwrap().messages.len(), 1);
+        harness.node().check_invariants();
     }
 }

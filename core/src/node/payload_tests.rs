@@ -43,7 +43,7 @@ fn publish_numbered(
             ),
             "published"
         );
-        harness.node.check_invariants();
+        harness.node().check_invariants();
     }
 }
 
@@ -75,7 +75,7 @@ fn consume(harness: &mut Harness, conn: ConnId, subscription: u64, count: usize)
             .map(|(_, delivery)| tag(delivery))
             .collect();
         harness.settle(conn, subscription, wire::SettleAction::Ack, tags);
-        harness.node.check_invariants();
+        harness.node().check_invariants();
     }
     received
 }
@@ -96,7 +96,7 @@ fn a_backlog_twenty_times_the_payload_budget_is_delivered_in_order_from_disk() {
     let conn = harness.connect(0);
     harness.declare(conn, "q", kind(WireKind::Persistent));
     publish_numbered(&mut harness, conn, "q", 0..200);
-    let queue = harness.node.queue("q").expect("declared");
+    let queue = harness.node().queue("q").expect("declared");
     assert!(
         queue.resident_bytes <= budget,
         "{} in memory",
@@ -122,7 +122,7 @@ fn a_backlog_twenty_times_the_payload_budget_is_delivered_in_order_from_disk() {
     );
     assert!(metric(&mut harness, "krest_payload_reads_total") >= 190 / 16);
     assert!(metric(&mut harness, "krest_payloads_read_total") >= 190);
-    assert_eq!(harness.node.queue("q").expect("q").messages.len(), 0);
+    assert_eq!(harness.node().queue("q").expect("q").messages.len(), 0);
     assert_eq!(metric(&mut harness, "krest_payload_memory_bytes"), 0);
 }
 
@@ -134,10 +134,10 @@ fn with_a_budget_of_zero_every_durable_payload_is_read_back_and_temporary_ones_s
     harness.declare(conn, "scratch", kind(WireKind::Temporary));
     publish_numbered(&mut harness, conn, "durable", 0..30);
     publish_numbered(&mut harness, conn, "scratch", 0..30);
-    let durable = harness.node.queue("durable").expect("declared");
+    let durable = harness.node().queue("durable").expect("declared");
     assert_eq!(durable.messages.len(), 30);
     assert!(durable.payloads.is_empty());
-    let scratch = harness.node.queue("scratch").expect("declared");
+    let scratch = harness.node().queue("scratch").expect("declared");
     assert_eq!(scratch.messages.len(), 30);
     assert_eq!(scratch.payloads.len(), 30);
 
@@ -156,8 +156,8 @@ fn after_a_restart_payloads_beyond_the_budget_stay_on_disk_and_are_read_back() {
     harness.declare(conn, "q", kind(WireKind::Persistent));
     publish_numbered(&mut harness, conn, "q", 0..60);
     harness.restart();
-    harness.node.check_invariants();
-    let queue = harness.node.queue("q").expect("recovered");
+    harness.node().check_invariants();
+    let queue = harness.node().queue("q").expect("recovered");
     assert_eq!(queue.messages.len(), 60);
     assert!(
         queue.resident_bytes <= budget,
@@ -200,7 +200,7 @@ fn a_delay_queue_reads_due_payloads_back_in_deadline_order() {
         if !tags.is_empty() {
             harness.settle(conn, subscription, wire::SettleAction::Ack, tags);
         }
-        harness.node.check_invariants();
+        harness.node().check_invariants();
     }
     let expected: Vec<String> = (0..40).rev().map(body).collect();
     assert_eq!(
@@ -229,7 +229,7 @@ fn a_redrive_moves_every_dead_letter_even_when_their_payloads_are_on_disk() {
             .map(|(_, delivery)| tag(delivery))
             .collect();
         harness.settle(conn, subscription, wire::SettleAction::Reject, tags);
-        harness.node.check_invariants();
+        harness.node().check_invariants();
     }
     harness.call(
         conn,
@@ -237,7 +237,10 @@ fn a_redrive_moves_every_dead_letter_even_when_their_payloads_are_on_disk() {
             subscription_id: subscription,
         }),
     );
-    let dead = harness.node.queue("orders.dlq").expect("dead-letter queue");
+    let dead = harness
+        .node()
+        .queue("orders.dlq")
+        .expect("dead-letter queue");
     assert_eq!(dead.messages.len(), 50);
     assert!(
         dead.messages.len() - dead.payloads.len() >= 40,
@@ -253,7 +256,7 @@ fn a_redrive_moves_every_dead_letter_even_when_their_payloads_are_on_disk() {
     );
     assert_eq!(
         harness
-            .node
+            .node()
             .queue("orders.dlq")
             .expect("dlq")
             .messages
@@ -276,7 +279,7 @@ fn a_redrive_that_parks_counts_each_message_it_skips_once() {
     // Messages published straight to a queue name no source: a redrive skips every one.
     harness.declare(conn, "stray", kind(WireKind::Persistent));
     publish_numbered(&mut harness, conn, "stray", 0..40);
-    let stray = harness.node.queue("stray").expect("declared");
+    let stray = harness.node().queue("stray").expect("declared");
     let on_disk = stray.messages.len() - stray.payloads.len();
     assert!(on_disk >= 35, "{on_disk} of 40 on disk");
     let (status, answer) = harness.admin("POST", "/v1/queues/stray/redrive", "");
@@ -288,7 +291,7 @@ fn a_redrive_that_parks_counts_each_message_it_skips_once() {
         "each message skipped once, though the redrive parked for reads"
     );
     assert_eq!(
-        harness.node.queue("stray").expect("stray").messages.len(),
+        harness.node().queue("stray").expect("stray").messages.len(),
         40
     );
 }
@@ -315,9 +318,9 @@ fn a_pending_message_whose_payload_is_on_disk_costs_at_most_64_bytes() {
         }
     }
     fn forget_disk(harness: &mut Harness) {
-        for log in harness.logs.values_mut() {
+        for log in harness.storage.logs.values_mut() {
             log.records = Vec::new();
-            log.synced = 0;
+            log.durable_through = crate::ids::LogIndex(0);
         }
         harness.inbox.clear();
     }
@@ -330,7 +333,7 @@ fn a_pending_message_whose_payload_is_on_disk_costs_at_most_64_bytes() {
     publish(&mut harness, conn, WARM_UP..WARM_UP + COUNT);
     forget_disk(&mut harness);
     let after = crate::test_alloc::live_bytes();
-    let queue = harness.node.queue("backlog").expect("declared");
+    let queue = harness.node().queue("backlog").expect("declared");
     assert_eq!(queue.messages.len(), WARM_UP + COUNT);
     assert!(queue.payloads.is_empty(), "every payload is on disk");
     let per_message = (after - before) as f64 / COUNT as f64;
@@ -361,9 +364,10 @@ fn recovery_fed_piece_by_piece_holds_the_budget_not_the_backlog() {
         assert!(harness.take_reply(conn, request).is_some());
     }
     let logs: Vec<(LogId, Vec<crate::io::LogRecord>)> = harness
+        .storage
         .logs
         .iter()
-        .map(|(log, memory)| (*log, memory.records[..memory.synced].to_vec()))
+        .map(|(log, memory)| (*log, memory.durable_records().to_vec()))
         .collect();
     let before = crate::test_alloc::live_bytes();
     let mut recovery =
@@ -396,8 +400,8 @@ fn recovery_fed_piece_by_piece_holds_the_budget_not_the_backlog() {
         "the oldest messages keep their payloads"
     );
     assert!(!kept.is_empty());
-    harness.node = node;
-    harness.node.check_invariants();
+    harness.replace_node(node);
+    harness.node().check_invariants();
     harness.inbox.clear();
     let conn = harness.connect(0);
     let subscription = harness.subscribe(conn, point("backlog", 50));

@@ -20,7 +20,7 @@ use proptest::strategy::Union;
 
 use crate::harness::{bodies, kind, message, tag, Harness};
 use crate::ids::ConnId;
-use crate::io::{Input, LogId, StorageDone};
+use crate::io::{Input, LogId};
 use crate::queue::Queue;
 
 const QUEUE: &str = "q";
@@ -320,7 +320,7 @@ impl Scenario {
     fn run(&mut self, ops: &[Op], mut check: impl FnMut(&Scenario)) {
         for op in ops {
             self.apply(op);
-            self.harness.node.check_invariants();
+            self.harness.node().check_invariants();
             check(self);
         }
     }
@@ -369,7 +369,7 @@ impl Scenario {
                 self.harness.complete_syncs();
             }
             Op::SyncLogs { metadata } => {
-                let logs: BTreeSet<LogId> = self.harness.pending_syncs.iter().copied().collect();
+                let logs: BTreeSet<LogId> = self.harness.pending_syncs().into_iter().collect();
                 for log in logs
                     .into_iter()
                     .filter(|log| (*log == LogId::Metadata) == *metadata)
@@ -863,7 +863,7 @@ proptest! {
             ..settings(WireKind::Persistent)
         });
         scenario.run(&ops, |scenario| {
-            scenario.harness.node.queues().for_each(check_queue_bounds)
+            scenario.harness.node().queues().for_each(check_queue_bounds)
         });
     }
 }
@@ -926,12 +926,12 @@ fn an_auto_ack_consumer_gets_only_as_many_messages_as_its_credit() {
     assert_eq!(bodies(&harness.take_pushed(conn)), ["3", "4"]);
     harness.call(conn, credit(10));
     assert_eq!(bodies(&harness.take_pushed(conn)), ["5"]);
-    let queue = harness.node.queue(QUEUE).unwrap();
+    let queue = harness.node().queue(QUEUE).unwrap();
     assert!(queue.messages.is_empty(), "auto-acked messages are removed");
     assert_eq!(queue.in_flight_count(), 0);
     harness.restart();
     assert!(
-        harness.node.queue(QUEUE).unwrap().messages.is_empty(),
+        harness.node().queue(QUEUE).unwrap().messages.is_empty(),
         "the auto acks were logged"
     );
 }
@@ -972,7 +972,7 @@ fn a_purge_keeps_the_messages_in_flight_and_their_acks_still_work() {
     let purge = wire::PurgeQueue { name: QUEUE.into() };
     let purged = harness.call(conn, client_frame::Body::PurgeQueue(purge));
     assert!(matches!(purged, Some(server_frame::Body::Done(_))));
-    assert_eq!(harness.node.queue(QUEUE).unwrap().messages.len(), 1);
+    assert_eq!(harness.node().queue(QUEUE).unwrap().messages.len(), 1);
     let ack = settle(subscription, wire::SettleAction::Ack, &held[0].1, 0);
     let ack = harness.call(conn, ack);
     assert!(matches!(ack, Some(server_frame::Body::Done(_))));
@@ -980,7 +980,7 @@ fn a_purge_keeps_the_messages_in_flight_and_their_acks_still_work() {
     assert!(harness.take_pushed(conn).is_empty());
     harness.restart();
     assert!(
-        harness.node.queue(QUEUE).unwrap().messages.is_empty(),
+        harness.node().queue(QUEUE).unwrap().messages.is_empty(),
         "the purge and the ack were logged"
     );
 }
@@ -988,11 +988,7 @@ fn a_purge_keeps_the_messages_in_flight_and_their_acks_still_work() {
 /// Completes the pending sync of `log` only, as a storage worker that fsyncs logs
 /// independently may.
 fn sync_only(harness: &mut Harness, log: LogId) {
-    harness.pending_syncs.retain(|pending| *pending != log);
-    let memory = harness.logs.get_mut(&log).expect("log exists");
-    memory.synced = memory.records.len();
-    let through = memory.records.last().expect("records").index;
-    harness.input(Input::StorageDone(StorageDone::Synced { log, through }));
+    harness.complete_syncs_of(&[log]);
 }
 
 #[test]
@@ -1017,6 +1013,7 @@ fn an_ack_is_confirmed_only_once_its_subscription_is_durable() {
     let ack = settle(subscription, wire::SettleAction::Ack, &delivered[0].1, 0);
     let ack = harness.send(conn, ack);
     let queue_log = harness
+        .storage
         .logs
         .keys()
         .copied()

@@ -360,7 +360,7 @@ mod tests {
             vec![tag(&pushed[0].1)],
         );
         assert!(matches!(reject, Some(server_frame::Body::Done(_))));
-        assert_eq!(harness.node.queue("q.dlq").unwrap().messages.len(), 1);
+        assert_eq!(harness.node().queue("q.dlq").unwrap().messages.len(), 1);
         harness.sync_automatically = false;
         (harness, conn)
     }
@@ -380,11 +380,15 @@ mod tests {
             "not before the sync"
         );
         assert_eq!(
-            harness.node.queue("q.dlq").unwrap().messages.len(),
+            harness.node().queue("q.dlq").unwrap().messages.len(),
             1,
             "still held"
         );
-        assert_eq!(harness.node.queue("q").unwrap().messages.len(), 1, "copied");
+        assert_eq!(
+            harness.node().queue("q").unwrap().messages.len(),
+            1,
+            "copied"
+        );
         let again = harness.send(
             conn,
             wire::client_frame::Body::RedriveQueue(wire::RedriveQueue {
@@ -403,8 +407,8 @@ mod tests {
             matches!(second, Some(server_frame::Body::RedriveOk(ref ok)) if ok.moved == 0),
             "a message being redriven is not copied twice: {second:?}"
         );
-        assert!(harness.node.queue("q.dlq").unwrap().messages.is_empty());
-        let source = harness.node.queue("q").unwrap();
+        assert!(harness.node().queue("q.dlq").unwrap().messages.is_empty());
+        let source = harness.node().queue("q").unwrap();
         let copy = source.messages.values().next().unwrap();
         assert_eq!(
             source

@@ -21,7 +21,7 @@ fn publishing_to_a_missing_queue_is_refused_and_stores_nothing() {
     let request = harness.publish(conn, "nowhere", vec![message("a")]);
     let reply = harness.take_reply(conn, request);
     assert_eq!(error_code(&reply), Some(wire::ErrorCode::QueueNotFound));
-    assert!(harness.node.queue("nowhere").is_none());
+    assert!(harness.node().queue("nowhere").is_none());
     assert_eq!(harness.synced_records(LogId::Metadata), 0);
 }
 
@@ -177,7 +177,7 @@ fn after_max_deliveries_a_message_moves_to_the_dead_letter_queue_with_its_reason
     }
     assert!(harness.take_pushed(conn).is_empty());
     let dead = harness
-        .node
+        .node()
         .queue("q.dlq")
         .expect("dead-letter queue created");
     let letter = dead.messages.values().next().expect("one dead letter");
@@ -194,7 +194,7 @@ fn after_max_deliveries_a_message_moves_to_the_dead_letter_queue_with_its_reason
         .unwrap();
     assert_eq!(reason.value, "max_deliveries");
     assert_eq!(
-        harness.node.queue("q").unwrap().messages.len(),
+        harness.node().queue("q").unwrap().messages.len(),
         1,
         "only 'fine' is left"
     );
@@ -210,7 +210,7 @@ fn after_max_deliveries_a_message_moves_to_the_dead_letter_queue_with_its_reason
     );
     assert!(matches!(reject, Some(server_frame::Body::Done(_))));
     let reason = &harness
-        .node
+        .node()
         .queue("q.dlq.dlq")
         .unwrap()
         .messages
@@ -323,7 +323,7 @@ fn a_full_queue_rejects_or_drops_the_oldest_by_policy() {
         Some(server_frame::Body::PublishOk(_))
     ));
     let loose: Vec<_> = harness
-        .node
+        .node()
         .queue("loose")
         .unwrap()
         .payloads
@@ -333,7 +333,7 @@ fn a_full_queue_rejects_or_drops_the_oldest_by_policy() {
     assert_eq!(loose, [&b"2"[..], &b"3"[..]]);
     harness.restart();
     let loose: Vec<_> = harness
-        .node
+        .node()
         .queue("loose")
         .unwrap()
         .payloads
@@ -366,7 +366,7 @@ fn a_retried_producer_sequence_is_confirmed_again_but_stored_once_even_after_res
         again.sequences[0], ok.sequences[1],
         "the retry names the original sequence"
     );
-    assert_eq!(harness.node.queue("q").unwrap().messages.len(), 3);
+    assert_eq!(harness.node().queue("q").unwrap().messages.len(), 3);
 }
 
 #[test]
@@ -390,7 +390,7 @@ fn after_a_crash_unacked_durable_messages_return_acked_ones_do_not_and_temporary
         vec![tag(&delivered[1].1)],
     );
     harness.restart();
-    assert!(harness.node.queue("memory").is_none());
+    assert!(harness.node().queue("memory").is_none());
     let conn = harness.connect(0);
     harness.subscribe(conn, point("durable", 10));
     assert_eq!(bodies(&harness.take_pushed(conn)), ["a", "c"]);
@@ -527,7 +527,7 @@ fn the_admin_api_declares_lists_purges_and_deletes_queues() {
         .1
         .contains("krest_queue_depth{queue=\"web\"} 1"));
     assert_eq!(harness.admin("POST", "/v1/queues/web/purge", "").0, 200);
-    assert_eq!(harness.node.queue("web").unwrap().messages.len(), 0);
+    assert_eq!(harness.node().queue("web").unwrap().messages.len(), 0);
     assert_eq!(harness.admin("DELETE", "/v1/queues/web", "").0, 200);
     assert_eq!(harness.admin("GET", "/v1/queues/web", "").0, 404);
     assert_eq!(

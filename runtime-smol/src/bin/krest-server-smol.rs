@@ -1,17 +1,18 @@
 //! `krest-server-smol`: a Krest-MQ node on smol, with the same flags, configuration, admin
 //! endpoints, signals, logs and exit codes as `krest-server` (the shared parts live in
-//! `krest_storage_file::server`); this file picks the runtime and the signals.
+//! `krest-host`); this file picks the runtime and the signals.
 
 use std::process::ExitCode;
 use std::rc::Rc;
 
 use async_signal::{Signal, Signals};
-use krest_storage_file::server::{self, Opened};
+use krest_host::process;
+use krest_host::Opened;
 use smol::stream::StreamExt as _;
 use smol::LocalExecutor;
 
 fn main() -> ExitCode {
-    server::main("krest-server-smol", |config| {
+    process::main("krest-server-smol", |config| {
         let executor = Rc::new(LocalExecutor::new());
         let signals = Signals::new([Signal::Term, Signal::Int]).expect("signal handlers install");
         let serve = async {

@@ -3,14 +3,15 @@
 //! Configuration layers: built-in defaults < `krest.toml` (`--config FILE`, or `./krest.toml`
 //! if present) < `KREST_<SECTION>_<KEY>` environment variables < flags. Exit codes: 0 clean
 //! stop, 2 usage, 78 bad configuration, 74 storage error, 69 cannot bind. The shared parts
-//! live in `krest_storage_file::server`; this file picks the runtime and the signals.
+//! live in `krest-host`; this file picks the runtime and the signals.
 
 use std::process::ExitCode;
 
-use krest_storage_file::server::{self, Opened};
+use krest_host::process;
+use krest_host::Opened;
 
 fn main() -> ExitCode {
-    server::main("krest-server", |config| {
+    process::main("krest-server", |config| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

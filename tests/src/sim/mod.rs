@@ -32,7 +32,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use krest_core::ids::ConnId;
 use krest_core::planted::PlantedBug;
-use krest_core::{Command, Config, Input};
+use krest_core::router::Outbound;
+use krest_core::{Config, Input, StorageRequest};
 use krest_proto::client::{QueueKind, ServerFrame};
 use krest_storage_file::memory_disk::FaultStats;
 
@@ -478,16 +479,20 @@ fn trace_input(trace: &mut Trace, now_ms: u64, input: &Input) {
     }
 }
 
-fn trace_command(trace: &mut Trace, command: &Command) {
-    match command {
-        Command::SendToClient { conn, frame } => {
+fn trace_outbound(trace: &mut Trace, conn: ConnId, message: &Outbound) {
+    match message {
+        Outbound::Frame(frame) => {
             trace.number(conn.0 << 4 | 7);
             trace.bytes(frame);
         }
-        Command::Storage(request) => {
-            trace.number(8);
-            trace.bytes(format!("{request:?}").as_bytes());
+        other => {
+            trace.number(conn.0 << 4 | 9);
+            trace.bytes(format!("{other:?}").as_bytes());
         }
-        other => trace.bytes(format!("{other:?}").as_bytes()),
     }
+}
+
+fn trace_storage(trace: &mut Trace, request: &StorageRequest) {
+    trace.number(8);
+    trace.bytes(format!("{request:?}").as_bytes());
 }

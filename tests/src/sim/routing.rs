@@ -3,14 +3,15 @@
 
 use bytes::{Bytes, BytesMut};
 use krest_core::ids::ConnId;
-use krest_core::{Command, Input, StorageRequest};
+use krest_core::router::Outbound;
+use krest_core::{Input, StorageRequest};
 use krest_proto::client::{ClientFrame, ServerFrame};
 use krest_proto::frame::FrameDecoder;
 use prost::Message as _;
 
 use super::streams::{between, chance};
 use super::workload::{Actions, Context, SimClient};
-use super::{trace_command, trace_input, Event, Simulation};
+use super::{trace_input, trace_outbound, trace_storage, Event, Simulation};
 
 impl Simulation {
     /// The node `conn` belongs to, if that node's process is the one that accepted it and it
@@ -147,9 +148,12 @@ impl Simulation {
             return;
         }
         trace_input(&mut self.trace, self.now_ms, &input);
-        let commands = self.nodes[node].handle(self.now_ms, input);
-        for command in commands {
-            self.execute(node, command);
+        let routed = self.nodes[node].handle(self.now_ms, input);
+        for (conn, message) in routed.to_connections {
+            self.route_to_connection(node, conn, message);
+        }
+        for request in routed.storage {
+            self.route_to_storage(node, request);
         }
         self.checker.end_step();
         if self.nodes[node].fenced() && !self.nodes[node].restart_scheduled {
@@ -162,11 +166,12 @@ impl Simulation {
         }
     }
 
-    pub(super) fn execute(&mut self, node: usize, command: Command) {
-        trace_command(&mut self.trace, &command);
+    /// Carries out what the router sent connection `conn`.
+    pub(super) fn route_to_connection(&mut self, node: usize, conn: ConnId, message: Outbound) {
+        trace_outbound(&mut self.trace, conn, &message);
         let now = self.nodes[node].now(self.now_ms).expect("running");
-        match command {
-            Command::SendToClient { conn, frame } => {
+        match message {
+            Outbound::Frame(frame) => {
                 let mut buffer = BytesMut::from(&frame[..]);
                 let mut decoder = FrameDecoder::new(u32::MAX);
                 while let Some(frame) = decoder
@@ -186,7 +191,7 @@ impl Simulation {
                     self.schedule(at, Event::ClientFrame(conn, frame));
                 }
             }
-            Command::CloseClient { conn, .. } => {
+            Outbound::Close { .. } => {
                 if self.network.get(conn).is_some() {
                     let at = self.network.arrival_at_client(
                         conn,
@@ -197,7 +202,7 @@ impl Simulation {
                     self.schedule(self.now_ms + 1, Event::ServerDisconnect(conn));
                 }
             }
-            Command::SetReading { conn, enabled } => {
+            Outbound::Reading(enabled) => {
                 let Some(connection) = self.network.get_mut(conn) else {
                     return;
                 };
@@ -210,18 +215,20 @@ impl Simulation {
                     }
                 }
             }
-            Command::Storage(request) => {
-                if matches!(request, StorageRequest::Read { .. }) {
-                    // Not a fault: shows that runs read payloads back from the faulty disk.
-                    self.count("payload-read");
-                }
-                if self.nodes[node].queue_storage(request) {
-                    let epoch = self.nodes[node].epoch().expect("running");
-                    let at = self.now_ms + between(&mut self.streams.disk, 0, 1);
-                    self.schedule(at, Event::StorageRun(node, epoch));
-                }
-            }
-            Command::AdminResponse { .. } => {}
+        }
+    }
+
+    /// Hands a storage request to the node's simulated storage thread.
+    pub(super) fn route_to_storage(&mut self, node: usize, request: StorageRequest) {
+        trace_storage(&mut self.trace, &request);
+        if matches!(request, StorageRequest::Read { .. }) {
+            // Not a fault: shows that runs read payloads back from the faulty disk.
+            self.count("payload-read");
+        }
+        if self.nodes[node].queue_storage(request) {
+            let epoch = self.nodes[node].epoch().expect("running");
+            let at = self.now_ms + between(&mut self.streams.disk, 0, 1);
+            self.schedule(at, Event::StorageRun(node, epoch));
         }
     }
 

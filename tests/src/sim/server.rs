@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
+use krest_core::ids::ConnId;
 use krest_core::rng::Rng;
-use krest_core::{
-    Command, Config, Input, Instant, Node, Now, StorageDone, StorageRequest, UnixMillis,
-};
+use krest_core::router::{Event, Mailbox, MailboxRouter, Outbound};
+use krest_core::{Config, Input, Instant, Node, Now, StorageDone, StorageRequest, UnixMillis};
 use krest_storage_file::memory_disk::MemoryFileSystem;
 use krest_storage_file::{MemoryDisk, OpenError, StorageError, StorageExecutor};
 
@@ -23,8 +23,10 @@ pub const WALL_ORIGIN_MS: u64 = 1_700_000_000_000;
 
 /// A running process.
 pub struct Process {
-    /// The broker.
-    pub node: Node,
+    /// The broker, behind the command router every runtime uses.
+    router: MailboxRouter,
+    /// Where the router puts what it routes to connections.
+    mailbox: Mailbox,
     executor: StorageExecutor<MemoryFileSystem>,
     /// Counts starts; events addressed to an older process are dropped.
     pub epoch: u64,
@@ -38,6 +40,15 @@ pub struct Process {
     batch_done: Vec<StorageDone>,
     /// The running batch's fsyncs, done when it finishes.
     batch_syncs: Vec<StorageRequest>,
+}
+
+/// What the router routed for one input: messages for connections and requests for storage,
+/// each in the order the node emitted them.
+pub struct Routed {
+    /// Messages for connections.
+    pub to_connections: Vec<(ConnId, Outbound)>,
+    /// Requests for the storage thread.
+    pub storage: Vec<StorageRequest>,
 }
 
 /// The simulated storage thread: idle, woken (a batch will start), or running a batch.
@@ -126,7 +137,8 @@ impl Server {
         let node = Node::new(self.config.clone(), recovered, clocks.next_u64(), now)
             .map_err(|error| StartFailure::Refused(error.to_string()))?;
         self.process = Some(Process {
-            node,
+            router: MailboxRouter::new(node),
+            mailbox: Mailbox::default(),
             executor,
             epoch: self.epochs,
             monotonic_offset_ms,
@@ -166,29 +178,39 @@ impl Server {
         self.process.as_ref().map(|process| process.epoch)
     }
 
-    /// Feeds one input to the node and returns every command it emitted, after checking the
-    /// core's own invariants.
-    pub fn handle(&mut self, time_ms: u64, input: Input) -> Vec<Command> {
+    /// Feeds one input to the node through the router and returns what the router routed,
+    /// after checking the core's own invariants.
+    pub fn handle(&mut self, time_ms: u64, input: Input) -> Routed {
         let now = self.now(time_ms).expect("a running process");
         let process = self.process.as_mut().expect("a running process");
-        process.node.handle(now, input);
-        let mut commands = Vec::new();
-        while let Some(command) = process.node.poll_command() {
-            commands.push(command);
+        match input {
+            Input::ClientConnected { conn } => {
+                let outbox = process.mailbox.outbox(conn);
+                process
+                    .router
+                    .on_event(now, Event::Connected { conn, outbox });
+            }
+            Input::StorageDone(done) => process.router.on_storage_done(now, vec![done]),
+            Input::Tick => process.router.on_timer(now),
+            input => process.router.on_event(now, Event::Input(input)),
         }
+        let routed = Routed {
+            to_connections: process.mailbox.take().to_connections,
+            storage: process.router.take_storage_requests(),
+        };
         // The core's own consistency check costs O(messages); after every fourth input keeps
         // most of its power at a quarter of the price (a broken table stays broken).
         self.inputs += 1;
         if self.inputs.is_multiple_of(4) {
-            process.node.check_invariants();
+            process.router.node().check_invariants();
         }
-        commands
+        routed
     }
 
     /// When the node next wants a tick, in simulated time.
     pub fn next_timer(&self) -> Option<u64> {
         let process = self.process.as_ref()?;
-        let deadline = process.node.poll_timeout()?;
+        let deadline = process.router.poll_timeout()?;
         Some(deadline.0.saturating_sub(process.monotonic_offset_ms))
     }
 
@@ -248,6 +270,6 @@ impl Server {
     pub fn fenced(&self) -> bool {
         self.process
             .as_ref()
-            .is_some_and(|process| process.node.fenced().is_some())
+            .is_some_and(|process| process.router.node().fenced().is_some())
     }
 }

@@ -1,11 +1,17 @@
-//! What every runtime's event loop and connection tasks do that is not about sockets, timers,
-//! signals or tasks, written once so tokio and smol (and tests) cannot drift apart.
+//! The one command router: what every driver of a node (the tokio and smol servers, the
+//! simulator, the embedded virtual-time broker, the fuzz driver and the core's test harness)
+//! does with the node's commands, written once so that none of them can drift from the others
+//! and a routing bug shows up in the simulator.
 //!
-//! - [`Driver`] owns the [`Node`] inside an event loop: it numbers admin requests, keeps the
+//! - [`Router`] owns the [`Node`] inside an event loop: it numbers admin requests, keeps the
 //!   table of connections and waiting admin requests, feeds each [`Event`] to the node, and
 //!   carries out every [`Command`] the node emits: frames go to the connection's
 //!   [`ConnectionOutbox`], admin answers to their [`AdminResponder`], storage requests are
-//!   gathered for the runtime to hand to its storage worker in one go.
+//!   gathered for the runtime to hand to its storage worker in one go. It keeps the drive
+//!   contract: after every `handle` it drains `poll_command` to empty before the next input.
+//! - [`Mailbox`] is the outbox and responder of drivers that handle every connection in one
+//!   place (the simulator and the test drivers): what the router routes is collected there, in
+//!   order, for the driver to take after each call.
 //! - [`InboundFrames`] is the read side of one client connection: it cuts the byte stream into
 //!   frame bodies (bounded by `limits.max_frame_bytes`) and turns a malformed stream or an idle
 //!   connection into the input that makes the core answer with an error frame and close.
@@ -23,7 +29,7 @@ use crate::config::Limits;
 use crate::ids::{AdminRequestId, ConnId};
 use crate::{AdminHttpRequest, Command, Input, Instant, Node, Now, StorageDone, StorageRequest};
 
-/// Most events an event loop feeds the driver per wake-up (those already queued) before it
+/// Most events an event loop feeds the router per wake-up (those already queued) before it
 /// hands the gathered storage requests to its storage worker: one hand-off per burst of frames
 /// instead of one per frame. Bounded so that a flood can neither starve completions and timers
 /// nor hold the first frame's storage work back for long (64 frames take ~0.1 ms of core time).
@@ -91,30 +97,32 @@ pub enum Event<Outbox, Responder> {
 }
 
 /// The node inside an event loop. See the module documentation.
-pub struct Driver<Outbox, Responder> {
+pub struct Router<Outbox, Responder> {
     node: Node,
     connections: BTreeMap<ConnId, Outbox>,
     admin_waiting: BTreeMap<AdminRequestId, Responder>,
     next_admin_request: u64,
     storage_requests: Vec<StorageRequest>,
+    unroutable: u64,
 }
 
-impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Responder> {
+impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Responder> {
     /// Wraps a freshly built node and carries out the commands its construction left (the
-    /// creation of missing logs, for example): call [`Driver::take_storage_requests`] next.
+    /// creation of missing logs, for example): call [`Router::take_storage_requests`] next.
     pub fn new(node: Node) -> Self {
-        let mut driver = Driver {
+        let mut router = Router {
             node,
             connections: BTreeMap::new(),
             admin_waiting: BTreeMap::new(),
             next_admin_request: 1,
             storage_requests: Vec::new(),
+            unroutable: 0,
         };
-        driver.execute_commands();
-        driver
+        router.execute_commands();
+        router
     }
 
-    /// When the node next needs a [`Driver::on_timer`] call; `None`: no timer armed.
+    /// When the node next needs a [`Router::on_timer`] call; `None`: no timer armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.node.poll_timeout()
     }
@@ -167,9 +175,8 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
     /// Completions from the storage worker, in the order it produced them.
     pub fn on_storage_done(&mut self, now: Now, completions: Vec<StorageDone>) {
         for done in completions {
-            self.node.handle(now, Input::StorageDone(done));
+            self.handle(now, Input::StorageDone(done));
         }
-        self.execute_commands();
     }
 
     /// The storage requests emitted since the last call, in order, for the storage worker.
@@ -201,6 +208,12 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
         self.connections.values().all(ConnectionOutbox::is_closed)
     }
 
+    /// Messages the node sent to connections the router does not know (never connected, or
+    /// already reported disconnected): always 0 for a correct node; the fuzz driver checks it.
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable
+    }
+
     /// The node, for inspection.
     pub fn node(&self) -> &Node {
         &self.node
@@ -211,23 +224,24 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
         self.execute_commands();
     }
 
+    fn route_to_connection(&mut self, conn: ConnId, message: Outbound) {
+        match self.connections.get(&conn) {
+            Some(outbox) => outbox.push(message),
+            None => self.unroutable += 1,
+        }
+    }
+
     fn execute_commands(&mut self) {
         while let Some(command) = self.node.poll_command() {
             match command {
                 Command::SendToClient { conn, frame } => {
-                    if let Some(outbox) = self.connections.get(&conn) {
-                        outbox.push(Outbound::Frame(frame));
-                    }
+                    self.route_to_connection(conn, Outbound::Frame(frame));
                 }
                 Command::CloseClient { conn, reason } => {
-                    if let Some(outbox) = self.connections.get(&conn) {
-                        outbox.push(Outbound::Close { reason });
-                    }
+                    self.route_to_connection(conn, Outbound::Close { reason });
                 }
                 Command::SetReading { conn, enabled } => {
-                    if let Some(outbox) = self.connections.get(&conn) {
-                        outbox.push(Outbound::Reading(enabled));
-                    }
+                    self.route_to_connection(conn, Outbound::Reading(enabled));
                 }
                 Command::Storage(request) => self.storage_requests.push(request),
                 Command::AdminResponse {
@@ -248,6 +262,91 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Driver<Outbox, Respond
         }
     }
 }
+
+/// What a [`Mailbox`] collected, in the order the router routed it.
+#[derive(Debug, Default)]
+pub struct Mail {
+    /// Messages for connections.
+    pub to_connections: Vec<(ConnId, Outbound)>,
+    /// Answers to admin requests, by the tag the driver gave the request.
+    pub admin_answers: Vec<(u64, AdminResponse)>,
+}
+
+/// The outbox of every connection and the responder of every admin request, for drivers that
+/// handle them all in one place (the simulator, the embedded broker, the fuzz driver and the
+/// core's harness): give each connection [`Mailbox::outbox`] and each admin request
+/// [`Mailbox::responder`], and [`Mailbox::take`] what was routed after each router call.
+///
+/// `Send`, so a driver on a multi-threaded runtime (the embedded broker) can hold it across an
+/// `await`; the lock is never contended, one driver owns every clone.
+#[derive(Debug, Clone, Default)]
+pub struct Mailbox {
+    mail: std::sync::Arc<std::sync::Mutex<Mail>>,
+}
+
+/// One connection's slot in a [`Mailbox`].
+#[derive(Debug)]
+pub struct MailboxOutbox {
+    conn: ConnId,
+    mailbox: Mailbox,
+}
+
+/// One admin request's slot in a [`Mailbox`].
+#[derive(Debug)]
+pub struct MailboxResponder {
+    tag: u64,
+    mailbox: Mailbox,
+}
+
+impl Mailbox {
+    /// The outbox of connection `conn`.
+    pub fn outbox(&self, conn: ConnId) -> MailboxOutbox {
+        MailboxOutbox {
+            conn,
+            mailbox: self.clone(),
+        }
+    }
+
+    /// The responder of the admin request the driver tagged `tag`.
+    pub fn responder(&self, tag: u64) -> MailboxResponder {
+        MailboxResponder {
+            tag,
+            mailbox: self.clone(),
+        }
+    }
+
+    /// Everything routed since the last call.
+    pub fn take(&self) -> Mail {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.mail.lock().expect("a mailbox is used by one driver")
+    }
+}
+
+impl ConnectionOutbox for MailboxOutbox {
+    fn push(&self, message: Outbound) {
+        let mut mail = self.mailbox.lock();
+        mail.to_connections.push((self.conn, message));
+    }
+
+    /// The driver owns every connection's fate; it removes closed ones from the router with
+    /// `ClientDisconnected`.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+impl AdminResponder for MailboxResponder {
+    fn respond(self, response: AdminResponse) {
+        let mut mail = self.mailbox.lock();
+        mail.admin_answers.push((self.tag, response));
+    }
+}
+
+/// A router whose connections and admin requests all answer into one [`Mailbox`].
+pub type MailboxRouter = Router<MailboxOutbox, MailboxResponder>;
 
 /// The frame a client over `limits.max_connections` gets before the server closes it.
 pub fn connection_limit_refusal(limits: &Limits) -> Bytes {
