@@ -38,6 +38,7 @@ pub mod node;
 #[cfg_attr(not(feature = "planted-bugs"), doc(hidden))]
 pub mod planted;
 pub mod queue;
+pub mod raft;
 pub mod rng;
 pub mod router;
 pub mod time;
