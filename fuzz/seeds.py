@@ -401,6 +401,34 @@ def core_inputs_seeds():
     return seeds
 
 
+def peer_frames_seeds():
+    """Inputs in the layout of krest_core::fuzzing::peer_frames: eight bytes of seed, then steps."""
+
+    def small(value):
+        return bytes([200, value])
+
+    def raft(peer, kind, fields, group=0, sender=2, receiver=1, term=3):
+        # peer selector, step kind 3 (a Raft message), the message kind, its fields, addresses.
+        head = bytes([peer - 1, 3, kind]) + fields
+        return head + small(group) + small(sender) + small(receiver) + small(term)
+
+    def entry(term, body=b"record01"):
+        return small(term) + body
+
+    seed = bytes(8)
+    append = raft(2, 2, bytes([2]) + small(0) + small(0) + small(0) + entry(1) + entry(2))
+    vote = raft(3, 0, small(4) + small(2) + bytes([0]), sender=3, term=5)
+    response = raft(2, 3, bytes([0]) + small(4), sender=2)
+    stale = raft(4, 2, bytes([1]) + small(1) + small(1) + small(0) + entry(9), sender=4, term=2)
+    garbage = bytes([0, 0, 12]) + bytes(range(12))
+    time = bytes([0, 7, 100, 100])
+    return {
+        "seed-append-vote-response": seed + append + vote + response + time,
+        "seed-impossible-messages": seed + stale + raft(1, 2, bytes([0]) + small(0) * 3, sender=1),
+        "seed-garbage-then-raft": seed + garbage + append + time + garbage,
+    }
+
+
 def main():
     targets = {
         "client_frame": client_frame_seeds(),
@@ -408,6 +436,7 @@ def main():
         "config_toml": config_toml_seeds(),
         "storage_recovery": storage_recovery_seeds(),
         "core_inputs": core_inputs_seeds(),
+        "peer_frames": peer_frames_seeds(),
     }
     for target, seeds in targets.items():
         directory = os.path.join(CORPUS, target)

@@ -1,7 +1,11 @@
 //! Compiles the .proto schemas with protox (pure Rust, no system `protoc`) and prost-build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/client.proto", "proto/storage.proto"];
+    let files = [
+        "proto/client.proto",
+        "proto/peer.proto",
+        "proto/storage.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -13,15 +13,22 @@
 //!   asked, storage is asked for consecutive records and synced only what was appended, and a
 //!   node restarts from its own records.
 //!
+//! - [`peer_frames`]: arbitrary peer frames and Raft messages from several peers, with time
+//!   passing: the node's invariants hold, every frame is counted, nothing is trusted, and what
+//!   the Raft wire decoding accepts encodes back to itself.
+//!
 //! [`Node`]: crate::Node
 //! [`Node::check_invariants`]: crate::Node::check_invariants
 //! [`config_toml`]: crate::fuzzing::config_toml
 //! [`core_inputs`]: crate::fuzzing::core_inputs
+//! [`peer_frames`]: crate::fuzzing::peer_frames
 
 mod byte_source;
 mod config_text;
+mod peers;
 mod requests;
 mod runtime;
 
 pub use config_text::config_toml;
+pub use peers::peer_frames;
 pub use runtime::{core_inputs, core_inputs_traced};

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::ids::{AdminRequestId, ConnId, LogIndex, QueueId, Term};
+use crate::ids::{AdminRequestId, ConnId, LogIndex, NodeId, QueueId, Term};
 
 /// One event for the core.
 #[derive(Debug, Clone)]
@@ -44,6 +44,15 @@ pub enum Input {
     },
     /// A storage request finished.
     StorageDone(StorageDone),
+    /// One complete frame body from the peer link to node `peer` (the link's handshake named
+    /// it; the length prefix is removed and its bound checked). A body that does not decode,
+    /// or that a correct peer could not have sent, is dropped and counted, never trusted.
+    PeerFrame {
+        /// The node at the other end of the link.
+        peer: NodeId,
+        /// The protobuf body of a `PeerFrame` (`peer.proto`).
+        body: Bytes,
+    },
     /// An admin HTTP request. Answered with exactly one `Command::AdminResponse`.
     Admin {
         /// Chosen by the runtime, echoed in the response.
@@ -144,6 +153,14 @@ pub enum Command {
     },
     /// Work for the storage thread; completions come back as `Input::StorageDone`.
     Storage(StorageRequest),
+    /// Write `frame` (a complete peer frame, length prefix included) to the link to node
+    /// `peer`. If there is no link, drop it: the peer protocol tolerates loss.
+    SendToPeer {
+        /// To which node.
+        peer: NodeId,
+        /// The bytes to write.
+        frame: Bytes,
+    },
     /// The answer to `Input::Admin`.
     AdminResponse {
         /// Which request.

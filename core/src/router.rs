@@ -26,7 +26,7 @@ use krest_proto::client::{server_frame, ErrorCode, ServerFrame};
 use krest_proto::frame::{frame_bytes, FrameDecoder};
 
 use crate::config::Limits;
-use crate::ids::{AdminRequestId, ConnId};
+use crate::ids::{AdminRequestId, ConnId, NodeId};
 use crate::{AdminHttpRequest, Command, Input, Instant, Node, Now, StorageDone, StorageRequest};
 
 /// Most events an event loop feeds the router per wake-up (those already queued) before it
@@ -87,6 +87,19 @@ pub enum Event<Outbox, Responder> {
     },
     /// Something for the core: a frame, a stream error, a disconnect.
     Input(Input),
+    /// A link to peer node `peer` completed its handshake; frames for it go to `outbox`
+    /// (replacing an earlier link's).
+    PeerLinked {
+        /// The node at the other end.
+        peer: NodeId,
+        /// Where its frames go.
+        outbox: Outbox,
+    },
+    /// The link to `peer` is gone; its frames are dropped until it is linked again.
+    PeerUnlinked {
+        /// The node at the other end.
+        peer: NodeId,
+    },
     /// An admin request and where its answer goes.
     Admin {
         /// The request.
@@ -100,6 +113,7 @@ pub enum Event<Outbox, Responder> {
 pub struct Router<Outbox, Responder> {
     node: Node,
     connections: BTreeMap<ConnId, Outbox>,
+    peers: BTreeMap<NodeId, Outbox>,
     admin_waiting: BTreeMap<AdminRequestId, Responder>,
     next_admin_request: u64,
     storage_requests: Vec<StorageRequest>,
@@ -113,6 +127,7 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Respond
         let mut router = Router {
             node,
             connections: BTreeMap::new(),
+            peers: BTreeMap::new(),
             admin_waiting: BTreeMap::new(),
             next_admin_request: 1,
             storage_requests: Vec::new(),
@@ -157,6 +172,12 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Respond
                     self.connections.remove(conn);
                 }
                 self.handle(now, input);
+            }
+            Event::PeerLinked { peer, outbox } => {
+                self.peers.insert(peer, outbox);
+            }
+            Event::PeerUnlinked { peer } => {
+                self.peers.remove(&peer);
             }
             Event::Admin { http, responder } => {
                 let request = AdminRequestId(self.next_admin_request);
@@ -244,6 +265,12 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Respond
                     self.route_to_connection(conn, Outbound::Reading(enabled));
                 }
                 Command::Storage(request) => self.storage_requests.push(request),
+                Command::SendToPeer { peer, frame } => {
+                    // No link: dropped, as the network may drop it; Raft retries.
+                    if let Some(outbox) = self.peers.get(&peer) {
+                        outbox.push(Outbound::Frame(frame));
+                    }
+                }
                 Command::AdminResponse {
                     request,
                     status,
@@ -268,6 +295,8 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Respond
 pub struct Mail {
     /// Messages for connections.
     pub to_connections: Vec<(ConnId, Outbound)>,
+    /// Frames for peer links.
+    pub to_peers: Vec<(NodeId, Outbound)>,
     /// Answers to admin requests, by the tag the driver gave the request.
     pub admin_answers: Vec<(u64, AdminResponse)>,
 }
@@ -284,11 +313,17 @@ pub struct Mailbox {
     mail: std::sync::Arc<std::sync::Mutex<Mail>>,
 }
 
-/// One connection's slot in a [`Mailbox`].
+/// One connection's or peer link's slot in a [`Mailbox`].
 #[derive(Debug)]
 pub struct MailboxOutbox {
-    conn: ConnId,
+    to: Destination,
     mailbox: Mailbox,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Destination {
+    Connection(ConnId),
+    Peer(NodeId),
 }
 
 /// One admin request's slot in a [`Mailbox`].
@@ -302,7 +337,15 @@ impl Mailbox {
     /// The outbox of connection `conn`.
     pub fn outbox(&self, conn: ConnId) -> MailboxOutbox {
         MailboxOutbox {
-            conn,
+            to: Destination::Connection(conn),
+            mailbox: self.clone(),
+        }
+    }
+
+    /// The outbox of the link to peer node `peer`.
+    pub fn peer_outbox(&self, peer: NodeId) -> MailboxOutbox {
+        MailboxOutbox {
+            to: Destination::Peer(peer),
             mailbox: self.clone(),
         }
     }
@@ -328,7 +371,10 @@ impl Mailbox {
 impl ConnectionOutbox for MailboxOutbox {
     fn push(&self, message: Outbound) {
         let mut mail = self.mailbox.lock();
-        mail.to_connections.push((self.conn, message));
+        match self.to {
+            Destination::Connection(conn) => mail.to_connections.push((conn, message)),
+            Destination::Peer(peer) => mail.to_peers.push((peer, message)),
+        }
     }
 
     /// The driver owns every connection's fate; it removes closed ones from the router with

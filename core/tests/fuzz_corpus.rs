@@ -16,6 +16,12 @@ fn core_inputs_corpus_and_regressions_pass() {
     replay::replay("core_inputs", krest_core::fuzzing::core_inputs);
 }
 
+#[test]
+fn peer_frames_corpus_and_regressions_pass() {
+    // Every stored peer input keeps the node's invariants, counts every frame and trusts none.
+    replay::replay("peer_frames", krest_core::fuzzing::peer_frames);
+}
+
 /// Prints what one input does, input by input: `KREST_FUZZ_INPUT=$PWD/<file> cargo test -p
 /// krest-core --test fuzz_corpus trace_one_core_input -- --ignored --nocapture` (the test runs
 /// in `core/`, so give an absolute path).

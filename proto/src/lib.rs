@@ -1,6 +1,7 @@
 //! krest-proto: the wire formats of Krest-MQ, without any I/O.
 //!
 //! - [`client`]: the protobuf messages of the client protocol (`client.proto`).
+//! - [`peer`]: the protobuf messages of the peer protocol between cluster nodes (`peer.proto`).
 //! - [`storage`]: the protobuf bodies of on-disk log records (`storage.proto`).
 //! - [`frame`]: the length-prefixed frame codec, bounded before anything is allocated.
 //! - [`http`]: a small HTTP/1.1 codec for the admin listener.
@@ -21,6 +22,11 @@ mod generated {
                 include!(concat!(env!("OUT_DIR"), "/krest.client.v1.rs"));
             }
         }
+        pub mod peer {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/krest.peer.v1.rs"));
+            }
+        }
         pub mod storage {
             pub mod v1 {
                 include!(concat!(env!("OUT_DIR"), "/krest.storage.v1.rs"));
@@ -31,6 +37,8 @@ mod generated {
 
 /// Client protocol messages, generated from `proto/client.proto`.
 pub use generated::krest::client::v1 as client;
+/// Peer protocol messages, generated from `proto/peer.proto`.
+pub use generated::krest::peer::v1 as peer;
 /// On-disk record bodies, generated from `proto/storage.proto`.
 pub use generated::krest::storage::v1 as storage;
 

@@ -208,7 +208,7 @@ impl Node {
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();
         let counters = &self.counters;
-        let node_metrics: [(&str, &str, &str, u64); 12] = [
+        let node_metrics: [(&str, &str, &str, u64); 15] = [
             (
                 "krest_waiting_for_sync",
                 "gauge",
@@ -244,6 +244,24 @@ impl Node {
                 "counter",
                 "Requests answered with an error.",
                 counters.request_errors,
+            ),
+            (
+                "krest_peer_frames_in_total",
+                "counter",
+                "Frames received from peer nodes.",
+                counters.peer_frames_in,
+            ),
+            (
+                "krest_peer_frames_malformed_total",
+                "counter",
+                "Peer frames that do not decode or that no correct peer sends.",
+                counters.peer_frames_malformed,
+            ),
+            (
+                "krest_peer_frames_dropped_total",
+                "counter",
+                "Peer frames dropped: malformed, impossible, or unexpected.",
+                counters.peer_frames_dropped,
             ),
             (
                 "krest_storage_syncs_total",

@@ -21,6 +21,7 @@ mod idempotency;
 mod invariants;
 pub(crate) mod moved_dead_letters;
 mod payloads;
+mod peers;
 mod persistence;
 mod publish;
 mod recovery;
@@ -63,6 +64,12 @@ pub struct NodeCounters {
     pub request_errors: u64,
     /// Syncs completed by storage.
     pub syncs_completed: u64,
+    /// Peer frames received.
+    pub peer_frames_in: u64,
+    /// Peer frames that do not decode or that a correct peer could not have sent.
+    pub peer_frames_malformed: u64,
+    /// Peer frames dropped: malformed, or not expected by this node.
+    pub peer_frames_dropped: u64,
 }
 
 /// One broker node.
@@ -203,6 +210,7 @@ impl Node {
             Input::ClientStreamError { conn, reason } => self.on_client_stream_error(conn, reason),
             Input::ClientDisconnected { conn } => self.on_client_disconnected(conn),
             Input::StorageDone(done) => self.on_storage_done(done),
+            Input::PeerFrame { peer, body } => self.on_peer_frame(peer, body),
             Input::Admin { request, http } => self.on_admin_request(request, http),
         }
         self.flush();
@@ -216,6 +224,11 @@ impl Node {
     /// When the core next needs a `Tick`; `None` if no timer is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
+    }
+
+    /// The node-wide counters behind the metrics.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
     }
 
     /// This node's id.

@@ -32,6 +32,7 @@ pub mod planted;
 pub mod quorum;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use group::{RaftConfig, RaftGroup, Role};
 pub use message::{Entry, Envelope, HardState, Message, Ready};

@@ -476,6 +476,10 @@ fn trace_input(trace: &mut Trace, now_ms: u64, input: &Input) {
             trace.bytes(format!("{done:?}").as_bytes());
         }
         Input::Admin { request, .. } => trace.number(request.0 << 4 | 6),
+        Input::PeerFrame { peer, body } => {
+            trace.number(peer.0 << 4 | 10);
+            trace.bytes(body);
+        }
     }
 }
 
