@@ -249,6 +249,15 @@ pub enum StorageRequest {
         /// The records wanted, in ascending order.
         indexes: Vec<LogIndex>,
     },
+    /// Remove every record after `index` (a conflicting suffix a Raft leader overwrites),
+    /// durably before anything later is executed: a removed record never comes back after a
+    /// crash. Nothing comes back on success; a failure is `StorageDone::Failed`.
+    TruncateAfter {
+        /// Which log.
+        log: LogId,
+        /// The last record kept.
+        index: LogIndex,
+    },
     /// Delete segment files whose records all have indexes below `index`.
     DeleteSegmentsBelow {
         /// Which log.

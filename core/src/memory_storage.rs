@@ -82,6 +82,20 @@ impl MemoryStorage {
                 );
                 self.pending_reads.push_back((log, indexes));
             }
+            StorageRequest::TruncateAfter { log, index } => {
+                let Some(memory) = self.logs.get_mut(&log) else {
+                    return;
+                };
+                // Durable at once, as the file storage's truncation is when it returns.
+                memory.records.retain(|record| record.index <= index);
+                memory.durable_through = memory.durable_through.min(index);
+                let kept_through = memory.records.last().map_or(LogIndex(0), |last| last.index);
+                for (pending, through) in self.pending_syncs.iter_mut() {
+                    if *pending == log {
+                        *through = (*through).min(kept_through);
+                    }
+                }
+            }
             StorageRequest::DeleteSegmentsBelow { log, index } => {
                 let Some(memory) = self.logs.get_mut(&log) else {
                     return;
@@ -171,5 +185,55 @@ impl MemoryStorage {
         Recovered {
             logs: logs.collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ids::Term;
+
+    fn records(indexes: std::ops::RangeInclusive<u64>) -> Vec<LogRecord> {
+        indexes
+            .map(|index| LogRecord {
+                term: Term(1),
+                index: LogIndex(index),
+                body: Bytes::from_static(b"r"),
+            })
+            .collect()
+    }
+
+    /// A sync asked for before a truncation reports no more than what the truncation kept,
+    /// and a crash keeps only what was synced.
+    #[test]
+    fn a_truncation_caps_pending_syncs_and_a_crash_keeps_the_synced() {
+        let mut storage = MemoryStorage::default();
+        let log = LogId::Metadata;
+        storage.execute(StorageRequest::CreateLog { log }, |_| 0);
+        let append = StorageRequest::Append {
+            log,
+            records: records(1..=3),
+        };
+        storage.execute(append, |_| 0);
+        storage.execute(StorageRequest::Sync { log }, |_| 0);
+        let truncate = StorageRequest::TruncateAfter {
+            log,
+            index: LogIndex(1),
+        };
+        storage.execute(truncate, |_| 0);
+        let through = LogIndex(1);
+        assert_eq!(
+            storage.complete_syncs(),
+            [StorageDone::Synced { log, through }]
+        );
+        let append = StorageRequest::Append {
+            log,
+            records: records(2..=2),
+        };
+        storage.execute(append, |_| 0);
+        storage.crash(|unsynced| unsynced);
+        assert_eq!(storage.recovered().logs, [(log, records(1..=1))]);
     }
 }

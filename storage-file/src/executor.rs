@@ -180,6 +180,10 @@ impl<F: FileSystem> StorageExecutor<F> {
                 StorageRequest::Read { log, indexes } => self.read(log, &indexes).map(|records| {
                     done.push(StorageDone::Read { log, records });
                 }),
+                StorageRequest::TruncateAfter { log, index } => match self.logs.get_mut(&log) {
+                    Some(segmented) => segmented.truncate_after(index.0),
+                    None => Ok(()),
+                },
                 StorageRequest::DeleteSegmentsBelow { log, index } => match self.logs.get_mut(&log)
                 {
                     Some(segmented) => segmented.delete_segments_below(index.0).map(|_| ()),
@@ -324,6 +328,7 @@ fn request_log(request: &StorageRequest) -> LogId {
         | StorageRequest::Append { log, .. }
         | StorageRequest::Sync { log }
         | StorageRequest::Read { log, .. }
+        | StorageRequest::TruncateAfter { log, .. }
         | StorageRequest::DeleteSegmentsBelow { log, .. }
         | StorageRequest::DeleteLog { log } => *log,
     }
@@ -556,6 +561,61 @@ mod tests {
         }]);
         assert!(done.is_empty());
         disk.crash_with(CrashMode::LoseUnsynced, &mut Rng::from_seed(2));
+        drop(executor);
+        let (_, recovered) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        assert_eq!(recovered.logs, vec![(log, vec![record(1, b"a")])]);
+    }
+
+    /// A truncation in a batch comes after the appends before it and before those after it,
+    /// and is durable at once: a crash that loses everything unsynced brings the removed
+    /// records back neither in the batch's order nor after it.
+    #[test]
+    fn a_truncated_suffix_is_replaced_in_order_and_never_comes_back() {
+        let disk = MemoryDisk::new(Rng::from_seed(3));
+        let root = Path::new("/krest");
+        let log = LogId::Metadata;
+        let (mut executor, _) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        let old = [record(1, b"a"), record(2, b"old"), record(3, b"old")];
+        let done = executor.execute_batch(vec![
+            StorageRequest::CreateLog { log },
+            StorageRequest::Append {
+                log,
+                records: old.to_vec(),
+            },
+            StorageRequest::Sync { log },
+        ]);
+        assert!(matches!(
+            done[0],
+            StorageDone::Synced {
+                through: LogIndex(3),
+                ..
+            }
+        ));
+        let done = executor.execute_batch(vec![
+            StorageRequest::TruncateAfter {
+                log,
+                index: LogIndex(1),
+            },
+            StorageRequest::Append {
+                log,
+                records: vec![record(2, b"new")],
+            },
+            StorageRequest::Sync { log },
+        ]);
+        assert!(matches!(
+            done[0],
+            StorageDone::Synced {
+                through: LogIndex(2),
+                ..
+            }
+        ));
+        // A truncation alone, then a crash before any sync.
+        let done = executor.execute_batch(vec![StorageRequest::TruncateAfter {
+            log,
+            index: LogIndex(1),
+        }]);
+        assert!(done.is_empty(), "nothing answers a truncation that worked");
+        disk.crash_with(CrashMode::LoseUnsynced, &mut Rng::from_seed(4));
         drop(executor);
         let (_, recovered) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
         assert_eq!(recovered.logs, vec![(log, vec![record(1, b"a")])]);
