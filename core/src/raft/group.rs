@@ -63,6 +63,8 @@ struct Progress {
 pub struct RaftGroup {
     id: NodeId,
     voters: Vec<NodeId>,
+    /// The voters but this member, in id order.
+    peers: Vec<NodeId>,
     config: RaftConfig,
     rng: Rng,
     hard_state: HardState,
@@ -126,9 +128,15 @@ impl RaftGroup {
             hard_state.voted_for = None;
         }
         let persisted_index = LogIndex(entries.len() as u64);
+        let peers = voters
+            .iter()
+            .copied()
+            .filter(|voter| *voter != id)
+            .collect();
         let mut group = RaftGroup {
             id,
             voters,
+            peers,
             config,
             rng,
             hard_state,
@@ -517,12 +525,16 @@ impl RaftGroup {
             last_log_term: self.last_term(),
             pre_vote,
         };
-        for voter in self.others() {
-            // Term and vote are durable before a real request goes out.
-            match pre_vote {
-                true => self.send_now(voter, request.clone()),
-                false => self.send_after_persist(voter, request.clone()),
-            }
+        // Term and vote are durable before a real request goes out.
+        let from = self.id;
+        let requests = self.peers.iter().map(|&to| Envelope {
+            from,
+            to,
+            message: request.clone(),
+        });
+        match pre_vote {
+            true => self.ready.send_now.extend(requests),
+            false => self.ready.send_after_persist.extend(requests),
         }
     }
 
@@ -547,8 +559,9 @@ impl RaftGroup {
         self.votes.clear();
         let next_index = self.last_index().next();
         self.progress = self
-            .others()
-            .map(|voter| {
+            .peers
+            .iter()
+            .map(|&voter| {
                 let progress = Progress {
                     match_index: LogIndex(0),
                     next_index,
@@ -640,8 +653,8 @@ impl RaftGroup {
     }
 
     fn broadcast_append(&mut self) {
-        for voter in self.others() {
-            self.send_append(voter);
+        for index in 0..self.peers.len() {
+            self.send_append(self.peers[index]);
         }
     }
 
@@ -686,12 +699,6 @@ impl RaftGroup {
         let step = (base / (2 * self.voters.len() as u64)).max(1);
         let timeout = base + rank * step + self.rng.below(step);
         self.election_deadline = self.now + Millis(timeout);
-    }
-
-    fn others(&self) -> impl Iterator<Item = NodeId> + use<> {
-        let id = self.id;
-        let voters = self.voters.clone();
-        voters.into_iter().filter(move |voter| *voter != id)
     }
 
     fn send_now(&mut self, to: NodeId, message: Message) {
