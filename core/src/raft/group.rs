@@ -265,8 +265,10 @@ impl RaftGroup {
         std::mem::take(&mut self.ready)
     }
 
-    /// A message from `from`.
-    pub fn step(&mut self, from: NodeId, message: Message) {
+    /// A message from `from`, at `now` (leases and election deadlines are measured from it).
+    pub fn step(&mut self, now: Instant, from: NodeId, message: Message) {
+        assert!(now >= self.now, "time never goes backwards");
+        self.now = now;
         if from == self.id || !self.voters.contains(&from) {
             return; // not from a member: dropped, never trusted
         }
@@ -692,12 +694,15 @@ impl RaftGroup {
     }
 
     /// Among up-to-date candidates the higher id times out first (the original Krest-MQ's
-    /// "Kid" rule), with seeded jitter below the step between two ranks.
+    /// "Kid" rule), with seeded jitter below a quarter of the step between two ranks, so that
+    /// rank decides even when heartbeats reached the members some ms apart. Even the first rank
+    /// waits one step past the election timeout, the lease the others grant their leader, so
+    /// its pre-vote does not meet members whose lease has a few milliseconds left.
     fn reset_election_deadline(&mut self) {
         let base = self.config.election_timeout_ms;
         let rank = self.voters.iter().filter(|voter| **voter > self.id).count() as u64;
-        let step = (base / (2 * self.voters.len() as u64)).max(1);
-        let timeout = base + rank * step + self.rng.below(step);
+        let step = (base / self.voters.len() as u64).max(4);
+        let timeout = base + (rank + 1) * step + self.rng.below(step / 4);
         self.election_deadline = self.now + Millis(timeout);
     }
 

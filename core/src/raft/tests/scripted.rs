@@ -97,7 +97,7 @@ impl Script {
             };
             if delivers(&envelope) {
                 let group = self.groups.get_mut(&envelope.to).expect("a member");
-                group.step(envelope.from, envelope.message);
+                group.step(self.now, envelope.from, envelope.message);
                 active.push_back(envelope.to);
             }
         }
@@ -146,6 +146,7 @@ fn stale_success_raises_commit(bug: Option<RaftBug>) -> LogIndex {
         |envelope| envelope.to != s2 && envelope.from != s2,
         |groups| groups[&s1].role() == Role::Leader,
     );
+    let now = script.now;
     let leader = script.groups.get_mut(&s1).expect("a member");
     assert_eq!(leader.term(), Term(2));
     for body in ["a", "b", "c"] {
@@ -160,7 +161,7 @@ fn stale_success_raises_commit(bug: Option<RaftBug>) -> LogIndex {
         success: true,
         match_index: last.index,
     };
-    leader.step(s2, stale);
+    leader.step(now, s2, stale);
     let _ = s3;
     leader.commit_index()
 }
@@ -178,5 +179,55 @@ fn a_stale_response_never_raises_a_match_index() {
     assert!(
         with_bug > LogIndex(0),
         "the planted bug is caught: it commits {with_bug}"
+    );
+}
+
+/// A member that voted for itself in term 2, restarted from its durable state, is asked for
+/// its vote in term 2 by another candidate; returns whether it grants it.
+fn grants_a_second_vote_after_restart(bug: Option<RaftBug>) -> bool {
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let durable = HardState {
+        term: Term(2),
+        voted_for: Some(NodeId(1)),
+    };
+    let mut group = RaftGroup::with_bug(
+        NodeId(1),
+        &ids,
+        durable,
+        Vec::new(),
+        RaftConfig::default(),
+        Rng::from_seed(1),
+        Instant(0),
+        bug,
+    );
+    let request = Message::RequestVote {
+        term: Term(2),
+        last_log_index: LogIndex(0),
+        last_log_term: Term(0),
+        pre_vote: false,
+    };
+    group.step(Instant(1), NodeId(3), request);
+    let ready = group.take_ready();
+    ready.send_after_persist.iter().any(|envelope| {
+        matches!(
+            envelope.message,
+            Message::VoteResponse { granted: true, .. }
+        )
+    })
+}
+
+/// A vote survives a restart: the planted bug that forgets it grants a second vote in the
+/// same term (random runs reach this only when pre-votes let a second candidate stand in a
+/// term the first one already claimed, which takes a partition, a crash and a heal in order).
+#[test]
+fn a_restarted_member_never_votes_twice_in_a_term() {
+    assert!(
+        !grants_a_second_vote_after_restart(None),
+        "one vote per term"
+    );
+    let with_bug = grants_a_second_vote_after_restart(Some(RaftBug::ForgetVoteOnRestart));
+    assert!(
+        with_bug,
+        "the planted bug is caught: it votes a second time"
     );
 }
