@@ -310,12 +310,7 @@ async fn run_broker(
                     Outbound::Reading(_) => {}
                 }
             }
-            for request in router.take_storage_requests() {
-                // Segments below a point are dropped whole here: every record that may go.
-                storage.execute(request, |droppable| droppable);
-            }
-            let mut done = storage.complete_syncs();
-            done.extend(storage.complete_reads());
+            let done = storage.run(router.take_storage_requests(), true);
             if done.is_empty() && closed.is_empty() {
                 break;
             }

@@ -79,14 +79,7 @@ impl Harness {
 
     /// Feeds one input and carries out everything it causes (syncing if automatic).
     pub fn input(&mut self, input: Input) {
-        match input {
-            Input::ClientConnected { conn } => {
-                let outbox = self.mailbox.outbox(conn);
-                self.router
-                    .on_event(self.now, Event::Connected { conn, outbox });
-            }
-            input => self.router.on_event(self.now, Event::Input(input)),
-        }
+        self.router.on_input(self.now, input, &self.mailbox);
         self.run_until_quiet();
     }
 
@@ -111,13 +104,8 @@ impl Harness {
             for (tag, answer) in mail.admin_answers {
                 self.admin.insert(tag, (answer.status, answer.body));
             }
-            for request in self.router.take_storage_requests() {
-                self.storage.execute(request, |droppable| droppable);
-            }
-            let mut done = self.storage.complete_reads();
-            if self.sync_automatically {
-                done.extend(self.storage.complete_syncs());
-            }
+            let requests = self.router.take_storage_requests();
+            let done = self.storage.run(requests, self.sync_automatically);
             if done.is_empty() && disconnects.is_empty() {
                 return;
             }

@@ -157,6 +157,20 @@ impl MemoryStorage {
         completions
     }
 
+    /// What the drivers that let storage finish at once do after each input: carries out
+    /// `requests` (deleting segments drops every record that may go), answers every read,
+    /// and completes every sync if `sync`; returns the completions for the node.
+    pub fn run(&mut self, requests: Vec<StorageRequest>, sync: bool) -> Vec<StorageDone> {
+        for request in requests {
+            self.execute(request, |droppable| droppable);
+        }
+        let mut done = self.complete_reads();
+        if sync {
+            done.extend(self.complete_syncs());
+        }
+        done
+    }
+
     /// Whether a sync or a read waits.
     pub fn has_pending(&self) -> bool {
         !self.pending_syncs.is_empty() || !self.pending_reads.is_empty()

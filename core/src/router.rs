@@ -394,6 +394,26 @@ impl AdminResponder for MailboxResponder {
 /// A router whose connections and admin requests all answer into one [`Mailbox`].
 pub type MailboxRouter = Router<MailboxOutbox, MailboxResponder>;
 
+impl MailboxRouter {
+    /// Feeds one core input the way every mailbox driver does: a new connection gets its slot
+    /// in `mailbox`, an admin request its answer slot tagged with the request's id, and
+    /// anything else goes to the node as it is.
+    pub fn on_input(&mut self, now: Now, input: Input, mailbox: &Mailbox) {
+        let event = match input {
+            Input::ClientConnected { conn } => Event::Connected {
+                conn,
+                outbox: mailbox.outbox(conn),
+            },
+            Input::Admin { request, http } => Event::Admin {
+                http,
+                responder: mailbox.responder(request.0),
+            },
+            input => Event::Input(input),
+        };
+        self.on_event(now, event);
+    }
+}
+
 /// The frame a client over `limits.max_connections` gets before the server closes it.
 pub fn connection_limit_refusal(limits: &Limits) -> Bytes {
     frame_bytes(&ServerFrame {

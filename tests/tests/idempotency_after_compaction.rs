@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use krest_core::ids::ConnId;
-use krest_core::router::{Event, Mailbox, MailboxRouter, Outbound};
+use krest_core::router::{Mailbox, MailboxRouter, Outbound};
 use krest_core::{Config, Input, Instant, Node, Now, UnixMillis};
 use krest_proto::client::{
     client_frame, server_frame, ClientFrame, DeclareQueue, Hello, OutgoingMessage, OverflowPolicy,
@@ -47,14 +47,7 @@ impl Broker {
 
     fn input(&mut self, input: Input) {
         self.now.monotonic = Instant(self.now.monotonic.0 + 1);
-        let event = match input {
-            Input::ClientConnected { conn } => Event::Connected {
-                conn,
-                outbox: self.mailbox.outbox(conn),
-            },
-            input => Event::Input(input),
-        };
-        self.router.on_event(self.now, event);
+        self.router.on_input(self.now, input, &self.mailbox);
         self.run();
     }
 

@@ -220,16 +220,7 @@ impl<'t> Runtime<'t> {
     fn input(&mut self, input: Input, source: &mut ByteSource) {
         let monotonic = self.now.monotonic;
         self.note(|| format!("{monotonic:?} {input:?}"));
-        let now = self.now;
-        match input {
-            Input::ClientConnected { conn } => {
-                let outbox = self.mailbox.outbox(conn);
-                self.router.on_event(now, Event::Connected { conn, outbox });
-            }
-            Input::StorageDone(done) => self.router.on_storage_done(now, vec![done]),
-            Input::Tick => self.router.on_timer(now),
-            input => self.router.on_event(now, Event::Input(input)),
-        }
+        self.router.on_input(self.now, input, &self.mailbox);
         self.drain(source);
     }
 

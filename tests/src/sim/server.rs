@@ -11,7 +11,7 @@ use std::path::Path;
 
 use krest_core::ids::ConnId;
 use krest_core::rng::Rng;
-use krest_core::router::{Event, Mailbox, MailboxRouter, Outbound};
+use krest_core::router::{Mailbox, MailboxRouter, Outbound};
 use krest_core::{Config, Input, Instant, Node, Now, StorageDone, StorageRequest, UnixMillis};
 use krest_storage_file::memory_disk::MemoryFileSystem;
 use krest_storage_file::{MemoryDisk, OpenError, StorageError, StorageExecutor};
@@ -183,17 +183,7 @@ impl Server {
     pub fn handle(&mut self, time_ms: u64, input: Input) -> Routed {
         let now = self.now(time_ms).expect("a running process");
         let process = self.process.as_mut().expect("a running process");
-        match input {
-            Input::ClientConnected { conn } => {
-                let outbox = process.mailbox.outbox(conn);
-                process
-                    .router
-                    .on_event(now, Event::Connected { conn, outbox });
-            }
-            Input::StorageDone(done) => process.router.on_storage_done(now, vec![done]),
-            Input::Tick => process.router.on_timer(now),
-            input => process.router.on_event(now, Event::Input(input)),
-        }
+        process.router.on_input(now, input, &process.mailbox);
         let routed = Routed {
             to_connections: process.mailbox.take().to_connections,
             storage: process.router.take_storage_requests(),
