@@ -114,6 +114,13 @@ pub enum StorageDone {
         /// The records read, each checked against its checksum.
         records: Vec<LogRecord>,
     },
+    /// A [`StorageRequest::Persist`] is done: everything it covers is durable.
+    Persisted {
+        /// Which log.
+        log: LogId,
+        /// The request's token.
+        token: u64,
+    },
     /// A request on `log` failed. The node fences itself: it confirms nothing from now on.
     Failed {
         /// Which log.
@@ -258,6 +265,21 @@ pub enum StorageRequest {
         /// The last record kept.
         index: LogIndex,
     },
+    /// A Raft group's persistence barrier: make every record of `log` appended before this
+    /// request durable, and `raft_state` (if given) durable in the log's state file (written
+    /// whole, fsynced, renamed over the old one, the directory fsynced), before any record
+    /// appended after this request; then answer `StorageDone::Persisted` with `token`. Every
+    /// `Persist` gets exactly one answer (or `Failed`), in the order they were asked, so a
+    /// group releases its votes and append acknowledgements by token. Unlike `Sync`, it is
+    /// answered for an empty log too.
+    Persist {
+        /// Which log.
+        log: LogId,
+        /// The term and vote to make durable, if they changed.
+        raft_state: Option<RaftState>,
+        /// Echoed in the answer.
+        token: u64,
+    },
     /// Delete segment files whose records all have indexes below `index`.
     DeleteSegmentsBelow {
         /// Which log.
@@ -265,11 +287,21 @@ pub enum StorageRequest {
         /// The first index still needed.
         index: LogIndex,
     },
-    /// Delete the whole log.
+    /// Delete the whole log (and its Raft state file, if any).
     DeleteLog {
         /// Which.
         log: LogId,
     },
+}
+
+/// What a Raft member must never forget about a log: the latest term it saw and whom it
+/// voted for in that term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RaftState {
+    /// The latest term seen.
+    pub term: Term,
+    /// The vote cast in `term`, if any.
+    pub voted_for: Option<NodeId>,
 }
 
 /// What storage recovered at startup, handed to `Node::new`.
@@ -277,4 +309,6 @@ pub enum StorageRequest {
 pub struct Recovered {
     /// Every log found, with its valid records in index order.
     pub logs: Vec<(LogId, Vec<LogRecord>)>,
+    /// The Raft state saved for each log that has one, in log order.
+    pub raft_states: Vec<(LogId, RaftState)>,
 }

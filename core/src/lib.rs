@@ -46,7 +46,8 @@ pub mod timer;
 
 pub use config::Config;
 pub use io::{
-    AdminHttpRequest, Command, Input, LogId, LogRecord, Recovered, StorageDone, StorageRequest,
+    AdminHttpRequest, Command, Input, LogId, LogRecord, RaftState, Recovered, StorageDone,
+    StorageRequest,
 };
 pub use node::{Node, NodeRecovery, RecoveryError};
 pub use time::{Instant, Millis, Now, UnixMillis};

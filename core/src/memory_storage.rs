@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::ids::LogIndex;
-use crate::io::{LogId, LogRecord, Recovered, StorageDone, StorageRequest};
+use crate::io::{LogId, LogRecord, RaftState, Recovered, StorageDone, StorageRequest};
 
 /// One log in memory.
 #[derive(Debug, Default, Clone)]
@@ -40,6 +40,11 @@ pub struct MemoryStorage {
     pub pending_syncs: VecDeque<(LogId, LogIndex)>,
     /// Reads asked for and not answered.
     pub pending_reads: VecDeque<(LogId, Vec<LogIndex>)>,
+    /// Raft states saved (durable as soon as a `Persist` is carried out, as the file storage's
+    /// state file is when the request returns).
+    pub raft_states: BTreeMap<LogId, RaftState>,
+    /// `Persist` barriers not answered: the log, its last index when asked, the token.
+    pub pending_persists: VecDeque<(LogId, LogIndex, u64)>,
 }
 
 impl MemoryStorage {
@@ -95,6 +100,11 @@ impl MemoryStorage {
                         *through = (*through).min(kept_through);
                     }
                 }
+                for (pending, through, _) in self.pending_persists.iter_mut() {
+                    if *pending == log {
+                        *through = (*through).min(kept_through);
+                    }
+                }
             }
             StorageRequest::DeleteSegmentsBelow { log, index } => {
                 let Some(memory) = self.logs.get_mut(&log) else {
@@ -111,9 +121,27 @@ impl MemoryStorage {
                 let dropped = dropped(droppable).min(droppable);
                 memory.records.drain(..dropped);
             }
+            StorageRequest::Persist {
+                log,
+                raft_state,
+                token,
+            } => {
+                if let Some(state) = raft_state {
+                    self.raft_states.insert(log, state);
+                }
+                let last = self
+                    .logs
+                    .get(&log)
+                    .and_then(|memory| memory.records.last())
+                    .map_or(LogIndex(0), |last| last.index);
+                self.pending_persists.push_back((log, last, token));
+            }
             StorageRequest::DeleteLog { log } => {
                 self.logs.remove(&log);
+                self.raft_states.remove(&log);
                 self.pending_syncs.retain(|(pending, _)| *pending != log);
+                self.pending_persists
+                    .retain(|(pending, ..)| *pending != log);
             }
         }
     }
@@ -130,6 +158,16 @@ impl MemoryStorage {
                 memory.durable_through = memory.durable_through.max(through);
                 completions.push(StorageDone::Synced { log, through });
             }
+            false
+        });
+        self.pending_persists.retain(|&(log, through, token)| {
+            if !chosen(log) {
+                return true;
+            }
+            if let Some(memory) = logs.get_mut(&log) {
+                memory.durable_through = memory.durable_through.max(through);
+            }
+            completions.push(StorageDone::Persisted { log, token });
             false
         });
         completions
@@ -171,9 +209,11 @@ impl MemoryStorage {
         done
     }
 
-    /// Whether a sync or a read waits.
+    /// Whether a sync, a persist or a read waits.
     pub fn has_pending(&self) -> bool {
-        !self.pending_syncs.is_empty() || !self.pending_reads.is_empty()
+        !self.pending_syncs.is_empty()
+            || !self.pending_reads.is_empty()
+            || !self.pending_persists.is_empty()
     }
 
     /// The process dies: pending work is gone, and each log loses the suffix of what was not
@@ -188,6 +228,7 @@ impl MemoryStorage {
         }
         self.pending_syncs.clear();
         self.pending_reads.clear();
+        self.pending_persists.clear();
     }
 
     /// What a restart recovers: every log's records.
@@ -198,6 +239,11 @@ impl MemoryStorage {
             .map(|(log, memory)| (*log, memory.records.clone()));
         Recovered {
             logs: logs.collect(),
+            raft_states: self
+                .raft_states
+                .iter()
+                .map(|(log, state)| (*log, *state))
+                .collect(),
         }
     }
 }
@@ -249,5 +295,48 @@ mod tests {
         storage.execute(append, |_| 0);
         storage.crash(|unsynced| unsynced);
         assert_eq!(storage.recovered().logs, [(log, records(1..=1))]);
+    }
+
+    /// A `Persist` is answered once with its token, for an empty log too; it makes what was
+    /// appended before it durable, and its Raft state survives a crash.
+    #[test]
+    fn a_persist_is_answered_by_token_and_its_state_survives_a_crash() {
+        let mut storage = MemoryStorage::default();
+        let log = LogId::Metadata;
+        storage.execute(StorageRequest::CreateLog { log }, |_| 0);
+        let state = RaftState {
+            term: Term(3),
+            voted_for: Some(crate::ids::NodeId(2)),
+        };
+        let persist = |token| StorageRequest::Persist {
+            log,
+            raft_state: Some(state),
+            token,
+        };
+        storage.execute(persist(1), |_| 0);
+        let append = StorageRequest::Append {
+            log,
+            records: records(1..=2),
+        };
+        storage.execute(append, |_| 0);
+        storage.execute(persist(2), |_| 0);
+        assert_eq!(
+            storage.complete_syncs(),
+            [
+                StorageDone::Persisted { log, token: 1 },
+                StorageDone::Persisted { log, token: 2 }
+            ]
+        );
+        storage.execute(
+            StorageRequest::Append {
+                log,
+                records: records(3..=3),
+            },
+            |_| 0,
+        );
+        storage.crash(|unsynced| unsynced);
+        let recovered = storage.recovered();
+        assert_eq!(recovered.logs, [(log, records(1..=2))]);
+        assert_eq!(recovered.raft_states, [(log, state)]);
     }
 }

@@ -6,6 +6,8 @@
 //! <root>/LOCK                      exclusive lock, held while the DataDir or any of its logs lives
 //! <root>/logs/<name>/              one SegmentedLog per name ([a-z0-9-], 1 to 100 characters)
 //! <root>/logs/<name>.deleting/     a log whose removal a crash interrupted; removed at open
+//! <root>/raft/<name>               the term and vote of a log that is a Raft group's
+//!                                  (see `raft_state`)
 //! ```
 //!
 //! Invariants: while a [`DataDir`] value (or any log it handed out) is alive, this process holds
@@ -15,6 +17,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use krest_core::RaftState;
 
 use crate::error::{io_error, StorageError};
 use crate::file_system::{EntryKind, FileSystem, OsFileSystem};
@@ -48,6 +52,7 @@ pub struct DataDir<F: FileSystem = OsFileSystem> {
     file_system: F,
     root: PathBuf,
     logs_directory: PathBuf,
+    raft_directory: PathBuf,
     config: LogConfig,
     lock: Arc<F::Lock>,
 }
@@ -112,6 +117,7 @@ impl<F: FileSystem> DataDir<F> {
             file_system,
             root: root.to_path_buf(),
             logs_directory,
+            raft_directory: root.join(crate::raft_state::RAFT_DIRECTORY_NAME),
             config,
             lock: Arc::new(lock),
         };
@@ -154,6 +160,23 @@ impl<F: FileSystem> DataDir<F> {
         );
         log.hold_directory_lock(Arc::clone(&self.lock));
         Ok(log)
+    }
+
+    /// Every log's saved Raft state, by log name (sorted), creating `root/raft` if needed and
+    /// removing leftovers of interrupted saves. A state file that fails its checks is
+    /// [`StorageError::Corrupt`]: a member must not forget its vote.
+    pub fn load_raft_states(&self) -> Result<Vec<(String, RaftState)>, StorageError> {
+        crate::raft_state::load_all(&self.file_system, &self.raft_directory)
+    }
+
+    /// Saves the Raft state of log `name` durably: when this returns, a crash keeps it.
+    pub fn save_raft_state(&self, name: &str, state: RaftState) -> Result<(), StorageError> {
+        crate::raft_state::save(&self.file_system, &self.raft_directory, name, state)
+    }
+
+    /// Removes the Raft state of log `name`, if it has one.
+    pub fn remove_raft_state(&self, name: &str) -> Result<(), StorageError> {
+        crate::raft_state::remove(&self.file_system, &self.raft_directory, name)
     }
 
     /// The root directory.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use krest_core::ids::{LogIndex, Term};
-use krest_core::{LogId, LogRecord, Recovered, StorageDone, StorageRequest};
+use krest_core::{LogId, LogRecord, RaftState, Recovered, StorageDone, StorageRequest};
 
 use crate::file_system::{FileSystem, OsFileSystem};
 use crate::{DataDir, LogConfig, SegmentedLog, StorageError};
@@ -22,6 +22,8 @@ pub struct StorageExecutor<F: FileSystem = OsFileSystem> {
     logs: BTreeMap<LogId, SegmentedLog<F>>,
     /// Logs that failed: further requests on them fail at once.
     failed: BTreeMap<LogId, String>,
+    /// The Raft states found at open.
+    raft_states: Vec<(LogId, RaftState)>,
 }
 
 /// Why the data directory cannot be opened.
@@ -74,6 +76,7 @@ impl<F: FileSystem> StorageExecutor<F> {
         )?;
         // Empty logs are reported after the others; the collected result is in log order.
         recovered.logs.sort_by_key(|(log, _)| *log);
+        recovered.raft_states = executor.raft_states().to_vec();
         Ok((executor, recovered))
     }
 
@@ -122,11 +125,23 @@ impl<F: FileSystem> StorageExecutor<F> {
         if let Some(name) = unknown {
             return Err(OpenError::UnknownLog(name));
         }
+        let mut raft_states = Vec::new();
+        for (name, state) in data_dir.load_raft_states()? {
+            let id = LogId::from_name(&name).ok_or(OpenError::UnknownLog(name))?;
+            raft_states.push((id, state));
+        }
+        raft_states.sort();
         Ok(StorageExecutor {
             data_dir,
             logs,
             failed: BTreeMap::new(),
+            raft_states,
         })
+    }
+
+    /// The Raft state saved for each log that has one, as found at open, in log order.
+    pub fn raft_states(&self) -> &[(LogId, RaftState)] {
+        &self.raft_states
     }
 
     /// Executes `requests` in order, fsyncs each log asked to sync once, and returns the
@@ -140,6 +155,8 @@ impl<F: FileSystem> StorageExecutor<F> {
     pub fn execute_batch(&mut self, requests: Vec<StorageRequest>) -> Vec<StorageDone> {
         let mut to_sync: BTreeSet<LogId> = BTreeSet::new();
         let mut done = Vec::new();
+        // `Persist` barriers, answered after their log's fsync at the end of the batch.
+        let mut persisted: Vec<(LogId, u64)> = Vec::new();
         // Appends gathered per log, not yet written.
         let mut gathered: BTreeMap<LogId, Vec<LogRecord>> = BTreeMap::new();
         for request in requests {
@@ -161,7 +178,9 @@ impl<F: FileSystem> StorageExecutor<F> {
             if let Some(reason) = self.failed.get(&log) {
                 if matches!(
                     request,
-                    StorageRequest::Sync { .. } | StorageRequest::Read { .. }
+                    StorageRequest::Sync { .. }
+                        | StorageRequest::Read { .. }
+                        | StorageRequest::Persist { .. }
                 ) {
                     done.push(StorageDone::Failed {
                         log,
@@ -180,6 +199,23 @@ impl<F: FileSystem> StorageExecutor<F> {
                 StorageRequest::Read { log, indexes } => self.read(log, &indexes).map(|records| {
                     done.push(StorageDone::Read { log, records });
                 }),
+                StorageRequest::Persist {
+                    log,
+                    raft_state,
+                    token,
+                } => {
+                    // The state file first, at once: it is durable before anything appended
+                    // after this request. The records before it are synced with the batch's
+                    // fsync of this log, before the answer goes.
+                    let saved = match raft_state {
+                        Some(state) => self.data_dir.save_raft_state(&log.name(), state),
+                        None => Ok(()),
+                    };
+                    saved.map(|()| {
+                        to_sync.insert(log);
+                        persisted.push((log, token));
+                    })
+                }
                 StorageRequest::TruncateAfter { log, index } => match self.logs.get_mut(&log) {
                     Some(segmented) => segmented.truncate_after(index.0),
                     None => Ok(()),
@@ -191,10 +227,11 @@ impl<F: FileSystem> StorageExecutor<F> {
                 },
                 StorageRequest::DeleteLog { log } => {
                     to_sync.remove(&log);
-                    match self.logs.remove(&log) {
+                    let destroyed = match self.logs.remove(&log) {
                         Some(segmented) => segmented.destroy(),
                         None => Ok(()),
-                    }
+                    };
+                    destroyed.and_then(|()| self.data_dir.remove_raft_state(&log.name()))
                 }
             };
             if let Err(error) = result {
@@ -229,6 +266,14 @@ impl<F: FileSystem> StorageExecutor<F> {
                 }
                 Ok(None) => {}
                 Err(error) => self.fail(log, error.to_string(), &mut done),
+            }
+        }
+        for (log, token) in persisted {
+            if let Some(reason) = self.failed.get(&log) {
+                let reason = reason.clone();
+                done.push(StorageDone::Failed { log, reason });
+            } else {
+                done.push(StorageDone::Persisted { log, token });
             }
         }
         done
@@ -329,6 +374,7 @@ fn request_log(request: &StorageRequest) -> LogId {
         | StorageRequest::Sync { log }
         | StorageRequest::Read { log, .. }
         | StorageRequest::TruncateAfter { log, .. }
+        | StorageRequest::Persist { log, .. }
         | StorageRequest::DeleteSegmentsBelow { log, .. }
         | StorageRequest::DeleteLog { log } => *log,
     }
@@ -564,6 +610,82 @@ mod tests {
         drop(executor);
         let (_, recovered) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
         assert_eq!(recovered.logs, vec![(log, vec![record(1, b"a")])]);
+    }
+
+    /// Each `Persist` is answered once, with its token, after the records before it are
+    /// durable, an empty log's too; its state survives a crash at once; deleting the log
+    /// deletes its state.
+    #[test]
+    fn a_persist_makes_state_and_records_durable_and_is_answered_by_token() {
+        let disk = MemoryDisk::new(Rng::from_seed(4));
+        let root = Path::new("/krest");
+        let log = LogId::Metadata;
+        let other = LogId::Queue(krest_core::ids::QueueId(2));
+        let state = |term, vote: Option<u64>| RaftState {
+            term: Term(term),
+            voted_for: vote.map(krest_core::ids::NodeId),
+        };
+        let (mut executor, _) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        let done = executor.execute_batch(vec![
+            StorageRequest::CreateLog { log },
+            StorageRequest::CreateLog { log: other },
+            StorageRequest::Persist {
+                log,
+                raft_state: Some(state(2, Some(3))),
+                token: 7,
+            },
+            StorageRequest::Persist {
+                log: other,
+                raft_state: Some(state(1, None)),
+                token: 8,
+            },
+        ]);
+        assert_eq!(
+            done,
+            [
+                StorageDone::Persisted { log, token: 7 },
+                StorageDone::Persisted {
+                    log: other,
+                    token: 8
+                }
+            ]
+        );
+        let done = executor.execute_batch(vec![
+            StorageRequest::Append {
+                log,
+                records: vec![record(1, b"a")],
+            },
+            StorageRequest::Persist {
+                log,
+                raft_state: Some(state(3, None)),
+                token: 9,
+            },
+            StorageRequest::Append {
+                log,
+                records: vec![record(2, b"b")],
+            },
+            StorageRequest::DeleteLog { log: other },
+        ]);
+        // The log's fsync at the end of the batch covers the append after the barrier too.
+        assert!(matches!(
+            done[..],
+            [
+                StorageDone::Synced {
+                    through: LogIndex(2),
+                    ..
+                },
+                StorageDone::Measured { .. },
+                StorageDone::Persisted { token: 9, .. }
+            ]
+        ));
+        disk.crash_with(CrashMode::LoseUnsynced, &mut Rng::from_seed(5));
+        drop(executor);
+        let (executor, recovered) =
+            StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
+        let records = vec![record(1, b"a"), record(2, b"b")];
+        assert_eq!(recovered.logs, vec![(log, records)]);
+        assert_eq!(recovered.raft_states, [(log, state(3, None))]);
+        assert_eq!(executor.raft_states(), [(log, state(3, None))]);
     }
 
     /// A truncation in a batch comes after the appends before it and before those after it,

@@ -91,6 +91,7 @@ mod files;
 pub mod fuzzing;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory_disk;
+mod raft_state;
 mod reader;
 mod record;
 mod recovery;

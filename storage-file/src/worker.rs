@@ -274,7 +274,9 @@ mod test_support {
             .filter_map(|done| match done {
                 StorageDone::Synced { through, .. } => Some(through.0),
                 StorageDone::Measured { .. } => None,
-                StorageDone::Read { .. } => unreachable!("the echo executor is asked no reads"),
+                StorageDone::Read { .. } | StorageDone::Persisted { .. } => {
+                    unreachable!("the echo executor is asked no reads and no persists")
+                }
                 StorageDone::Failed { .. } => unreachable!("the echo executor never fails"),
             })
             .collect()

@@ -268,6 +268,8 @@ impl Node {
                 log_bytes,
             } => self.storage_metrics.record(log, sync_micros, log_bytes),
             StorageDone::Read { log, records } => self.on_payloads_read(log, records),
+            // Only Raft groups of more than one member ask for `Persist`; none runs yet.
+            StorageDone::Persisted { .. } => {}
             StorageDone::Failed { log, reason } => {
                 self.fence(format!("storage failed on log {}: {reason}", log.name()))
             }
