@@ -19,6 +19,71 @@ pub struct Config {
     pub queue_defaults: QueueDefaults,
     /// On-disk layout.
     pub storage: StorageConfig,
+    /// The other nodes, if this node is one of a cluster.
+    pub cluster: ClusterConfig,
+}
+
+/// The cluster this node belongs to. No `nodes` (or only this one): a single node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Names the cluster: peer links from another cluster are refused.
+    pub cluster_id: String,
+    /// Where this node accepts peer links.
+    pub peer_listen: String,
+    /// A follower that hears from no leader for about this long starts an election; a leader
+    /// that hears from no majority for this long steps down.
+    pub election_timeout_ms: u64,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// Every node of the cluster, this one included.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    /// Its `server.node_id`.
+    pub id: u64,
+    /// Where its clients connect (what `NOT_LEADER` answers name).
+    pub client: String,
+    /// Where it accepts peer links.
+    pub peer: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cluster_id: "krest".into(),
+            peer_listen: "127.0.0.1:7656".into(),
+            election_timeout_ms: 1_000,
+            heartbeat_interval_ms: 100,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The voters of the cluster's groups: every node's id, in id order (just `node_id` when
+    /// no nodes are listed).
+    pub fn voters(&self, node_id: u64) -> Vec<crate::ids::NodeId> {
+        if self.nodes.is_empty() {
+            return vec![crate::ids::NodeId(node_id)];
+        }
+        let mut ids: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|node| crate::ids::NodeId(node.id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Node `id`'s entry.
+    pub fn node(&self, id: u64) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|node| node.id == id)
+    }
 }
 
 /// Identity and addresses of the node.
@@ -244,7 +309,7 @@ impl Config {
             Some(text) => Config::from_toml(text)?,
             None => Config::default(),
         };
-        const SECTIONS: [&str; 4] = ["queue_defaults", "server", "limits", "storage"];
+        const SECTIONS: [&str; 5] = ["queue_defaults", "server", "limits", "storage", "cluster"];
         let mut variables: Vec<(String, String)> = environment
             .into_iter()
             .filter(|(name, _)| name.starts_with("KREST_"))
@@ -358,6 +423,60 @@ impl Config {
         if limits.idle_timeout_ms == 0 {
             return fail("limits.idle_timeout_ms", "must be at least 1");
         }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: String| {
+            Err(ConfigError {
+                key: key.into(),
+                reason,
+            })
+        };
+        let cluster = &self.cluster;
+        if self.server.node_id == 0 {
+            return fail("server.node_id", "must be at least 1".into());
+        }
+        if cluster.heartbeat_interval_ms == 0
+            || cluster.election_timeout_ms < 2 * cluster.heartbeat_interval_ms
+        {
+            return fail(
+                "cluster.election_timeout_ms",
+                "must be at least twice cluster.heartbeat_interval_ms, which must be at least 1"
+                    .into(),
+            );
+        }
+        if cluster.nodes.is_empty() {
+            return Ok(());
+        }
+        let node_id = self.server.node_id;
+        if cluster.node(node_id).is_none() {
+            return fail(
+                "cluster.nodes",
+                format!("this node's id {node_id} (server.node_id) is not in the list"),
+            );
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut addresses = std::collections::BTreeSet::new();
+        for node in &cluster.nodes {
+            if node.id == 0 || !ids.insert(node.id) {
+                return fail(
+                    "cluster.nodes",
+                    format!("node id {} is 0 or listed twice", node.id),
+                );
+            }
+            for address in [&node.client, &node.peer] {
+                if address.is_empty() || !addresses.insert(address.as_str()) {
+                    return fail(
+                        "cluster.nodes",
+                        format!(
+                            "address '{address}' (node {}) is empty or listed twice",
+                            node.id
+                        ),
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -409,6 +528,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_cluster_list_must_name_this_node_once_with_distinct_addresses() {
+        let node = |id: u64, port: u16| {
+            format!(
+                "{{ id = {id}, client = \"127.0.0.1:{port}\", peer = \"127.0.0.1:{}\" }}",
+                port + 1
+            )
+        };
+        let text = |node_id: u64, nodes: &[String]| {
+            format!(
+                "[server]\nnode_id = {node_id}\n[cluster]\nnodes = [{}]\n",
+                nodes.join(", ")
+            )
+        };
+        let three = [node(1, 7000), node(2, 7010), node(3, 7020)];
+        let config = Config::from_toml(&text(2, &three)).expect("a valid cluster");
+        let voters: Vec<u64> = config.cluster.voters(2).iter().map(|id| id.0).collect();
+        assert_eq!(voters, [1, 2, 3]);
+        assert_eq!(config.cluster.node(3).unwrap().client, "127.0.0.1:7020");
+        let error = Config::from_toml(&text(4, &three)).unwrap_err();
+        assert!(error.reason.contains("id 4"), "{error}");
+        let twice = [node(1, 7000), node(1, 7010)];
+        let error = Config::from_toml(&text(1, &twice)).unwrap_err();
+        assert!(error.reason.contains("listed twice"), "{error}");
+        let same_address = [node(1, 7000), node(2, 7000)];
+        let error = Config::from_toml(&text(1, &same_address)).unwrap_err();
+        assert!(error.reason.contains("127.0.0.1:7000"), "{error}");
+        assert_eq!(Config::default().cluster.voters(5), [crate::ids::NodeId(5)]);
     }
 
     #[test]

@@ -295,13 +295,16 @@ pub enum StorageRequest {
 }
 
 /// What a Raft member must never forget about a log: the latest term it saw and whom it
-/// voted for in that term.
+/// voted for in that term; and how far it knows the log to be committed (it may lag: it only
+/// spares a restarted member the wait for a leader before it applies what it had).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct RaftState {
     /// The latest term seen.
     pub term: Term,
     /// The vote cast in `term`, if any.
     pub voted_for: Option<NodeId>,
+    /// Entries up to here were committed when this was saved.
+    pub commit: LogIndex,
 }
 
 /// What storage recovered at startup, handed to `Node::new`.

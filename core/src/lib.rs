@@ -26,6 +26,7 @@ mod harness;
 #[cfg(test)]
 mod test_alloc;
 
+pub mod cluster;
 pub mod config;
 /// Fuzz target bodies (run by `fuzz/` and by the corpus replay test; feature `testing`).
 #[cfg(feature = "testing")]

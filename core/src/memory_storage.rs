@@ -307,6 +307,7 @@ mod tests {
         let state = RaftState {
             term: Term(3),
             voted_for: Some(crate::ids::NodeId(2)),
+            commit: LogIndex(1),
         };
         let persist = |token| StorageRequest::Persist {
             log,

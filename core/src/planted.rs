@@ -31,11 +31,30 @@ pub enum PlantedBug {
     MiscountDropOldest,
     /// A payload read back from disk is put into the next message on disk, not its own.
     MixUpPayloadsReadBack,
+    /// Raft: a vote is granted without checking that the candidate's log is up to date.
+    RaftGrantVoteWithoutLogCheck,
+    /// Raft: the leader commits what any one member holds, not a majority.
+    RaftCommitOnMinority,
+    /// Raft: an append from a stale term is accepted as if current.
+    RaftAcceptStaleTermAppend,
+    /// Raft: a follower acknowledges an append before its fsync.
+    RaftAckBeforeFsync,
+    /// Raft: an append shorter than the follower's log truncates the matching entries after it.
+    RaftStaleAppendTruncates,
+    /// Raft: the original's election, a higher id wins the vote whatever its log.
+    RaftHighestIdWins,
+    /// A node applies metadata entries as they are appended, before they commit.
+    ApplyBeforeCommit,
+    /// A catalog write is confirmed as soon as the metadata leader appended it, before it
+    /// commits.
+    ConfirmCatalogWriteWhenPlaced,
+    /// Every node serves every queue it applies, wherever the leader placed it.
+    ServeQueuesPlacedElsewhere,
 }
 
 impl PlantedBug {
     /// Every planted bug, in the order `krest-sim --planted-bugs` runs them.
-    pub const ALL: [PlantedBug; 11] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::ConfirmBeforeSync,
         PlantedBug::AckBeforeSync,
         PlantedBug::SkipRedeliveryAfterLeaseExpiry,
@@ -47,6 +66,15 @@ impl PlantedBug {
         PlantedBug::ForgetIdempotencyAfterRestart,
         PlantedBug::MiscountDropOldest,
         PlantedBug::MixUpPayloadsReadBack,
+        PlantedBug::RaftGrantVoteWithoutLogCheck,
+        PlantedBug::RaftCommitOnMinority,
+        PlantedBug::RaftAcceptStaleTermAppend,
+        PlantedBug::RaftAckBeforeFsync,
+        PlantedBug::RaftStaleAppendTruncates,
+        PlantedBug::RaftHighestIdWins,
+        PlantedBug::ApplyBeforeCommit,
+        PlantedBug::ConfirmCatalogWriteWhenPlaced,
+        PlantedBug::ServeQueuesPlacedElsewhere,
     ];
 
     /// The bug's name on the command line, in kebab case.
@@ -63,7 +91,44 @@ impl PlantedBug {
             PlantedBug::ForgetIdempotencyAfterRestart => "forget-idempotency-after-restart",
             PlantedBug::MiscountDropOldest => "miscount-drop-oldest",
             PlantedBug::MixUpPayloadsReadBack => "mix-up-payloads-read-back",
+            PlantedBug::RaftGrantVoteWithoutLogCheck => "raft-grant-vote-without-log-check",
+            PlantedBug::RaftCommitOnMinority => "raft-commit-on-minority",
+            PlantedBug::RaftAcceptStaleTermAppend => "raft-accept-stale-term-append",
+            PlantedBug::RaftAckBeforeFsync => "raft-ack-before-fsync",
+            PlantedBug::RaftStaleAppendTruncates => "raft-stale-append-truncates",
+            PlantedBug::RaftHighestIdWins => "raft-highest-id-wins",
+            PlantedBug::ApplyBeforeCommit => "apply-before-commit",
+            PlantedBug::ConfirmCatalogWriteWhenPlaced => "confirm-catalog-write-when-placed",
+            PlantedBug::ServeQueuesPlacedElsewhere => "serve-queues-placed-elsewhere",
         }
+    }
+
+    /// The consensus bug this is, for the Raft groups (planted per group, not per thread).
+    /// Three more consensus bugs (committing an old term's entry by counting, forgetting the
+    /// vote on restart, a stale response raising a match index) need scripted schedules to
+    /// show; `raft::tests::scripted` proves their checkers.
+    pub fn raft_bug(self) -> Option<crate::raft::planted::RaftBug> {
+        use crate::raft::planted::RaftBug;
+        Some(match self {
+            PlantedBug::RaftGrantVoteWithoutLogCheck => RaftBug::GrantVoteWithoutLogCheck,
+            PlantedBug::RaftCommitOnMinority => RaftBug::CommitOnMinority,
+            PlantedBug::RaftAcceptStaleTermAppend => RaftBug::AcceptStaleTermAppend,
+            PlantedBug::RaftAckBeforeFsync => RaftBug::AckBeforeFsync,
+            PlantedBug::RaftStaleAppendTruncates => RaftBug::StaleAppendTruncates,
+            PlantedBug::RaftHighestIdWins => RaftBug::HighestIdWins,
+            _ => return None,
+        })
+    }
+
+    /// Whether only a cluster of several nodes can show it.
+    pub fn needs_cluster(self) -> bool {
+        self.raft_bug().is_some()
+            || matches!(
+                self,
+                PlantedBug::ApplyBeforeCommit
+                    | PlantedBug::ConfirmCatalogWriteWhenPlaced
+                    | PlantedBug::ServeQueuesPlacedElsewhere
+            )
     }
 
     /// The bug called `name`, if there is one.

@@ -40,6 +40,11 @@ pub enum Timer {
     },
     /// Periodic work: catches wall-clock jumps for delay queues.
     Housekeeping,
+    /// A catalog write of this node waited as long as it may.
+    CatalogWait {
+        /// Which write.
+        token: u64,
+    },
 }
 
 /// Deadlines in monotonic time.

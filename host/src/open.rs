@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use krest_core::{Config, Instant, Node, Now, RecoveryError, UnixMillis};
-use krest_storage_file::{OpenError, StorageExecutor, StorageWorker};
+use krest_storage_file::{OpenError, OsFileSystem, StorageExecutor, StorageWorker};
 
 /// Why a server could not start. Each kind has its own process exit code.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,10 @@ impl Opened {
         // Records go to the node one segment at a time as storage reads them: a backlog
         // larger than memory is never held whole.
         let mut recovery = Node::recovering(config.clone(), seed, clock.now())?;
+        let root = Path::new(&config.server.data_dir);
+        for (log, state) in StorageExecutor::read_raft_states_with(&OsFileSystem, root)? {
+            recovery.raft_state(log, state);
+        }
         let executor = StorageExecutor::open_each(
             Path::new(&config.server.data_dir),
             config.storage.segment_bytes,

@@ -139,6 +139,23 @@ impl<F: FileSystem> StorageExecutor<F> {
         })
     }
 
+    /// The Raft states saved under `root`, read without opening (or locking) the data
+    /// directory: a node being rebuilt needs them before the records
+    /// ([`krest_core::NodeRecovery::raft_state`]).
+    pub fn read_raft_states_with(
+        file_system: &F,
+        root: &Path,
+    ) -> Result<Vec<(LogId, RaftState)>, OpenError> {
+        let directory = root.join(crate::raft_state::RAFT_DIRECTORY_NAME);
+        let mut states = Vec::new();
+        for (name, state) in crate::raft_state::read_all(file_system, &directory)? {
+            let id = LogId::from_name(&name).ok_or(OpenError::UnknownLog(name))?;
+            states.push((id, state));
+        }
+        states.sort();
+        Ok(states)
+    }
+
     /// The Raft state saved for each log that has one, as found at open, in log order.
     pub fn raft_states(&self) -> &[(LogId, RaftState)] {
         &self.raft_states
@@ -624,6 +641,7 @@ mod tests {
         let state = |term, vote: Option<u64>| RaftState {
             term: Term(term),
             voted_for: vote.map(krest_core::ids::NodeId),
+            commit: LogIndex(1),
         };
         let (mut executor, _) = StorageExecutor::open_with(disk.file_system(), root, 4096).unwrap();
         let done = executor.execute_batch(vec![

@@ -2,8 +2,8 @@
 //! log under `<root>/raft/`, replaced whole and durably on every change.
 //!
 //! ```text
-//! <root>/raft/<log name>         24 bytes: "KRS1", term (u64 LE), vote (u64 LE, 0 = none),
-//!                                CRC-32C of the 20 bytes before it (u32 LE)
+//! <root>/raft/<log name>         32 bytes: "KRS1", term, vote (0 = none), commit index (each
+//!                                u64 LE), CRC-32C of the 28 bytes before it (u32 LE)
 //! <root>/raft/<log name>.tmp     a replacement a crash interrupted; removed at open
 //! ```
 //!
@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use krest_core::ids::{NodeId, Term};
+use krest_core::ids::{LogIndex, NodeId, Term};
 use krest_core::RaftState;
 
 use crate::error::{io_error, StorageError};
@@ -25,7 +25,9 @@ use crate::files;
 pub(crate) const RAFT_DIRECTORY_NAME: &str = "raft";
 
 const MAGIC: &[u8; 4] = b"KRS1";
-const FILE_BYTES: usize = 24;
+const FILE_BYTES: usize = 32;
+/// The bytes the checksum covers.
+const CHECKED_BYTES: usize = FILE_BYTES - 4;
 const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// The bytes of a state file.
@@ -35,8 +37,9 @@ fn encode(state: RaftState) -> [u8; FILE_BYTES] {
     bytes[4..12].copy_from_slice(&state.term.0.to_le_bytes());
     let vote = state.voted_for.map_or(0, |node| node.0);
     bytes[12..20].copy_from_slice(&vote.to_le_bytes());
-    let checksum = crc32c::crc32c(&bytes[..20]);
-    bytes[20..].copy_from_slice(&checksum.to_le_bytes());
+    bytes[20..28].copy_from_slice(&state.commit.0.to_le_bytes());
+    let checksum = crc32c::crc32c(&bytes[..CHECKED_BYTES]);
+    bytes[CHECKED_BYTES..].copy_from_slice(&checksum.to_le_bytes());
     bytes
 }
 
@@ -51,14 +54,15 @@ fn decode(bytes: &[u8]) -> Result<RaftState, String> {
     let word = |range: std::ops::Range<usize>| {
         u64::from_le_bytes(bytes[range].try_into().expect("eight bytes"))
     };
-    let stored = u32::from_le_bytes(bytes[20..].try_into().expect("four bytes"));
-    if crc32c::crc32c(&bytes[..20]) != stored {
+    let stored = u32::from_le_bytes(bytes[CHECKED_BYTES..].try_into().expect("four bytes"));
+    if crc32c::crc32c(&bytes[..CHECKED_BYTES]) != stored {
         return Err("checksum mismatch".into());
     }
     let vote = word(12..20);
     Ok(RaftState {
         term: Term(word(4..12)),
         voted_for: (vote != 0).then_some(NodeId(vote)),
+        commit: LogIndex(word(20..28)),
     })
 }
 
@@ -107,6 +111,26 @@ pub(crate) fn load_all<F: FileSystem>(
     directory: &Path,
 ) -> Result<Vec<(String, RaftState)>, StorageError> {
     files::create_directory_durably(file_system, directory)?;
+    scan(file_system, directory, true)
+}
+
+/// [`load_all`] without changing anything (leftovers are skipped, a missing directory holds
+/// no state): for reading the states before the data directory is opened.
+pub(crate) fn read_all<F: FileSystem>(
+    file_system: &F,
+    directory: &Path,
+) -> Result<Vec<(String, RaftState)>, StorageError> {
+    if !file_system.is_directory(directory) {
+        return Ok(Vec::new());
+    }
+    scan(file_system, directory, false)
+}
+
+fn scan<F: FileSystem>(
+    file_system: &F,
+    directory: &Path,
+    remove_temporaries: bool,
+) -> Result<Vec<(String, RaftState)>, StorageError> {
     let mut states = Vec::new();
     let mut removed = false;
     for entry in files::list_directory(file_system, directory)? {
@@ -116,8 +140,10 @@ pub(crate) fn load_all<F: FileSystem>(
             return Err(StorageError::UnexpectedFile { path });
         };
         if name.ends_with(TEMPORARY_SUFFIX) {
-            files::remove_file(file_system, &path)?;
-            removed = true;
+            if remove_temporaries {
+                files::remove_file(file_system, &path)?;
+                removed = true;
+            }
             continue;
         }
         if !crate::is_valid_log_name(&name) {
@@ -149,6 +175,7 @@ mod tests {
         RaftState {
             term: Term(term),
             voted_for: vote.map(NodeId),
+            commit: LogIndex(term.wrapping_mul(10)),
         }
     }
 
@@ -164,7 +191,7 @@ mod tests {
         let mut bytes = encode(state(7, Some(3)));
         bytes[9] ^= 0x10;
         assert_eq!(decode(&bytes), Err("checksum mismatch".into()));
-        assert!(decode(&bytes[..20]).is_err());
+        assert!(decode(&bytes[..CHECKED_BYTES]).is_err());
     }
 
     /// A save is durable when it returns: a crash right after keeps it; a later save replaces
@@ -176,6 +203,7 @@ mod tests {
             let disk = MemoryDisk::new(rng.fork());
             let file_system = disk.file_system();
             let directory = Path::new("/data/raft");
+            assert_eq!(read_all(&file_system, directory).unwrap(), []);
             assert_eq!(load_all(&file_system, directory).unwrap(), []);
             save(&file_system, directory, "meta", state(2, Some(1))).unwrap();
             save(&file_system, directory, "queue-4", state(5, None)).unwrap();
@@ -186,6 +214,10 @@ mod tests {
                 .create_for_append(&directory.join("meta.tmp"))
                 .map(drop);
             assert!(stray.is_ok());
+            assert_eq!(
+                read_all(&file_system, directory).unwrap(),
+                load_all(&file_system, directory).unwrap(),
+            );
             assert_eq!(
                 load_all(&file_system, directory).unwrap(),
                 [

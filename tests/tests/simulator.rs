@@ -4,10 +4,12 @@
 
 use krest_tests::sim::{self, Ending, Options};
 
-/// Short runs: a debug build simulates about a second per second.
+/// Short runs of one node: a debug build simulates about a second per second. (Clusters:
+/// `krest_core::cluster::simulation`'s own tests, and `krest-sim` in CI.)
 fn short(seed: u64) -> Options {
     Options {
         chaos_ms: 4_000,
+        nodes: Some(1),
         ..Options::new(seed)
     }
 }

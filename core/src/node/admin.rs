@@ -76,6 +76,19 @@ impl Node {
                 self.respond_json(request, 200, &queue_info_json(&info));
             }),
             ("PUT", ["v1", "queues", name]) => self.admin_declare(request, name, &http.body),
+            ("DELETE", ["v1", "queues", name]) if self.is_clustered() => {
+                let then = super::cluster::CatalogThen::Admin {
+                    request,
+                    name: name.to_string(),
+                };
+                match self.cluster_delete(name, then) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => self.delete_queue(name).map(|need| {
+                        self.admin_when_durable(request, need, 200, json!({ "deleted": name }));
+                    }),
+                    Err(error) => Err(error),
+                }
+            }
             ("DELETE", ["v1", "queues", name]) => self.delete_queue(name).map(|need| {
                 self.admin_when_durable(request, need, 200, json!({ "deleted": name }));
             }),
@@ -125,6 +138,24 @@ impl Node {
             })?
         };
         let settings = settings_from_json(&value)?;
+        if self.is_clustered() {
+            let then = super::cluster::CatalogThen::Admin {
+                request,
+                name: name.to_string(),
+            };
+            match self.cluster_declare(name, &settings, None, then)? {
+                super::cluster::ClusterDeclare::Waiting => return Ok(()), // answered once applied
+                super::cluster::ClusterDeclare::Exists => {
+                    let body = match self.queue_names.get(name) {
+                        Some(id) => queue_info_json(&self.queue_info(*id)),
+                        None => json!({ "name": name }),
+                    };
+                    self.respond_json(request, 200, &body);
+                    return Ok(());
+                }
+                super::cluster::ClusterDeclare::Here => {}
+            }
+        }
         let (id, need) = self.declare_queue(name, &settings, None, true)?;
         let info = queue_info_json(&self.queue_info(id));
         self.admin_when_durable(request, need, 200, info);
@@ -164,7 +195,7 @@ impl Node {
         });
     }
 
-    fn respond_json(&mut self, request: AdminRequestId, status: u16, body: &Value) {
+    pub(super) fn respond_json(&mut self, request: AdminRequestId, status: u16, body: &Value) {
         let mut bytes = serde_json::to_vec_pretty(body).expect("JSON values serialise");
         bytes.push(b'\n');
         self.respond(request, status, JSON, bytes);

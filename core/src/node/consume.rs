@@ -15,11 +15,14 @@ use crate::time::Millis;
 use crate::timer::Timer;
 
 impl Node {
+    /// A subscribe; `may_declare`: it may declare its queue through the cluster's catalog
+    /// (once: a subscribe handled again after that declaration may not).
     pub(super) fn on_subscribe(
         &mut self,
         conn: ConnId,
         request_id: u64,
         request: wire::Subscribe,
+        may_declare: bool,
     ) -> Result<(), RequestError> {
         let limits = self.config.limits.clone();
         let connection = self
@@ -35,13 +38,35 @@ impl Node {
                 ),
             ));
         }
+        if let Some(error) = self.served_elsewhere(&request.queue) {
+            return Err(error);
+        }
         let queue = match (&request.create_if_missing, self.queue_id(&request.queue)) {
             (_, Ok(queue)) => queue,
-            (Some(settings), Err(_)) => {
+            (Some(settings), Err(_)) if self.is_clustered() && may_declare => {
+                let then = super::cluster::CatalogThen::Redispatch {
+                    conn,
+                    request_id,
+                    body: Box::new(krest_proto::client::client_frame::Body::Subscribe(
+                        request.clone(),
+                    )),
+                };
+                let kind = Some(QueueKind::Persistent);
+                match self.cluster_declare(&request.queue, settings, kind, then)? {
+                    super::cluster::ClusterDeclare::Waiting => return Ok(()), // handled again
+                    super::cluster::ClusterDeclare::Exists => {}
+                    super::cluster::ClusterDeclare::Here => {
+                        // A temporary queue: declared here, as on a single node.
+                        self.declare_queue(&request.queue, settings, kind, false)?;
+                    }
+                }
+                return self.on_subscribe(conn, request_id, request, false);
+            }
+            (Some(settings), Err(_)) if !self.is_clustered() => {
                 self.declare_queue(&request.queue, settings, Some(QueueKind::Persistent), false)?
                     .0
             }
-            (None, Err(error)) => return Err(error),
+            (_, Err(error)) => return Err(error),
         };
         let ack_mode = match wire::AckMode::try_from(request.ack_mode) {
             Ok(wire::AckMode::Unspecified | wire::AckMode::Explicit) => AckMode::Explicit,

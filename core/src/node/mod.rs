@@ -16,6 +16,7 @@
 //! `publish`, `consume`, `admin` (HTTP routes and metrics).
 
 mod admin;
+mod cluster;
 mod consume;
 mod idempotency;
 mod invariants;
@@ -40,6 +41,7 @@ use crate::rng::Rng;
 use crate::time::{Instant, Millis, Now};
 use crate::timer::{Timer, TimerTable};
 
+pub use cluster::{CatalogQueue, ClusterStatus};
 pub use publish::{
     HEADER_DEAD_LETTER_PUBLISHED_AT, HEADER_DEAD_LETTER_REASON, HEADER_DEAD_LETTER_SEQUENCE,
     HEADER_DEAD_LETTER_SOURCE, HEADER_DEAD_LETTER_SUBSCRIPTION,
@@ -111,6 +113,8 @@ pub struct Node {
     parked_redrives: Vec<redrive::ParkedRedrive>,
     /// Encodes records and reply frames into shared blocks (no allocation per message).
     encoder: krest_proto::frame::SharedEncoder,
+    /// The metadata group and the catalog, when this node is one of a cluster of several.
+    cluster: Option<Box<cluster::ClusterState>>,
 }
 
 impl Node {
@@ -123,6 +127,9 @@ impl Node {
         now: Now,
     ) -> Result<Node, RecoveryError> {
         let mut recovery = Node::recovering(config, seed, now)?;
+        for (log, state) in recovered.raft_states {
+            recovery.raft_state(log, state);
+        }
         // The metadata log first, as storage lists it (`meta` sorts before `queue-*`).
         let (metadata, queue_logs): (Vec<_>, Vec<_>) = recovered
             .logs
@@ -173,6 +180,7 @@ impl Node {
             payload_reads: payloads::PayloadReadCounters::default(),
             parked_redrives: Vec::new(),
             encoder: krest_proto::frame::SharedEncoder::new(),
+            cluster: None,
         };
         Ok(NodeRecovery::new(node))
     }
@@ -223,7 +231,10 @@ impl Node {
 
     /// When the core next needs a `Tick`; `None` if no timer is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        match (self.timers.next_deadline(), self.cluster_timeout()) {
+            (Some(timer), Some(group)) => Some(timer.min(group)),
+            (timer, group) => timer.or(group),
+        }
     }
 
     /// The node-wide counters behind the metrics.
@@ -257,8 +268,10 @@ impl Node {
     }
 
     fn fire_timers(&mut self) {
+        self.tick_cluster();
         while let Some(timer) = self.timers.pop_due(self.now.monotonic) {
             match timer {
+                Timer::CatalogWait { token } => self.on_catalog_deadline(token),
                 Timer::Lease {
                     queue,
                     subscription,
@@ -319,9 +332,12 @@ impl Node {
 
     /// End of a `handle`: deliver what became deliverable, then hand records to storage.
     fn flush(&mut self) {
+        self.drain_cluster();
         while let Some(queue) = self.dirty.pop_first() {
             self.dispatch_queue(queue);
         }
+        // Dispatch may have proposed (a dead-letter queue's declaration).
+        self.drain_cluster();
         self.flush_logs();
         // After the appends: a payload leaves memory only once its record is on its way to
         // storage, and a read is ordered after the appends of the records it names.

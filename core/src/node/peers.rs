@@ -1,29 +1,59 @@
-//! Frames from peer nodes. Until this node replicates any log (the cluster issues wire the
-//! Raft groups in), every peer frame is unexpected: it is decoded and checked like any other,
-//! then dropped and counted, never trusted.
+//! Frames from peer nodes: decoded and checked, then handed to the metadata group or the
+//! catalog (see `cluster`). A frame that does not decode, that a correct peer could not have
+//! sent, or that this node does not expect (a single node expects none; no queue group
+//! replicates yet) is dropped and counted, never trusted.
 
 use bytes::Bytes;
 use krest_proto::peer::{peer_frame, PeerFrame};
 use prost::Message as _;
 
 use super::Node;
-use crate::ids::NodeId;
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::io::LogId;
 use crate::raft::wire;
 
 impl Node {
     pub(super) fn on_peer_frame(&mut self, peer: NodeId, body: Bytes) {
         self.counters.peer_frames_in += 1;
-        let well_formed = match PeerFrame::decode(body).map(|frame| frame.body) {
+        let clustered = self.is_clustered()
+            && peer != self.node_id
+            && self.config.cluster.node(peer.0).is_some();
+        let frame = PeerFrame::decode(body).map(|frame| frame.body);
+        let (well_formed, used) = match frame {
             // The runtime completes the handshake before the link carries anything else.
-            Ok(Some(peer_frame::Body::Hello(_))) | Ok(None) | Err(_) => false,
-            Ok(Some(peer_frame::Body::Raft(message))) => wire::decode(message)
-                .is_ok_and(|(_, envelope)| envelope.from == peer && envelope.to == self.node_id),
+            Ok(Some(peer_frame::Body::Hello(_))) | Ok(None) | Err(_) => (false, false),
+            Ok(Some(peer_frame::Body::Raft(message))) => match wire::decode(message) {
+                Ok((log, envelope)) if envelope.from == peer && envelope.to == self.node_id => {
+                    let used = clustered && log == LogId::Metadata;
+                    if used {
+                        self.on_raft_message(peer, envelope.message);
+                    }
+                    (true, used)
+                }
+                _ => (false, false),
+            },
+            Ok(Some(peer_frame::Body::CatalogProposal(proposal))) => {
+                if clustered {
+                    self.on_catalog_proposal(peer, proposal);
+                }
+                (true, clustered)
+            }
+            Ok(Some(peer_frame::Body::CatalogProposed(answer))) => {
+                if clustered {
+                    let placed =
+                        (answer.index != 0).then_some((LogIndex(answer.index), Term(answer.term)));
+                    let leader = (answer.leader != 0).then_some(NodeId(answer.leader));
+                    self.on_catalog_proposed(answer.token, placed, leader);
+                }
+                (true, clustered)
+            }
         };
         if !well_formed {
             self.counters.peer_frames_malformed += 1;
         }
-        // No group replicates here yet: a well-formed message is dropped too.
-        self.counters.peer_frames_dropped += 1;
+        if !used {
+            self.counters.peer_frames_dropped += 1;
+        }
     }
 }
 

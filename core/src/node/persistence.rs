@@ -268,8 +268,7 @@ impl Node {
                 log_bytes,
             } => self.storage_metrics.record(log, sync_micros, log_bytes),
             StorageDone::Read { log, records } => self.on_payloads_read(log, records),
-            // Only Raft groups of more than one member ask for `Persist`; none runs yet.
-            StorageDone::Persisted { .. } => {}
+            StorageDone::Persisted { log, token } => self.on_group_persisted(log, token),
             StorageDone::Failed { log, reason } => {
                 self.fence(format!("storage failed on log {}: {reason}", log.name()))
             }
@@ -281,6 +280,20 @@ impl Node {
             return;
         }
         self.counters.syncs_completed += 1;
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.replicates(log))
+        {
+            // A replicated log's records count when committed, not when synced here.
+            return;
+        }
+        self.mark_durable(log, through);
+    }
+
+    /// Everything of `log` through `through` counts as durable: its waiters run and the
+    /// messages waiting for it become deliverable.
+    pub(super) fn mark_durable(&mut self, log: LogId, through: LogIndex) {
         let Some(state) = self.logs.get_mut(&log) else {
             return; // deleted meanwhile
         };

@@ -311,6 +311,19 @@ impl Node {
             .map(|subscription| subscription.name.clone())
             .unwrap_or_default();
         let sequence = dead_letter.message.sequence;
+        let clustered_elsewhere = self.is_clustered()
+            && kind.is_durable()
+            && !self.queue_names.contains_key(&target_name);
+        if clustered_elsewhere {
+            // In a cluster a dead-letter queue is served next to its source: declared through
+            // the catalog (placed here) the first time; until it is, or if another node serves
+            // that name, the message stays where it is and is dead-lettered on a later try.
+            if self.is_served_here(&target_name) {
+                self.cluster_declare_dead_letter_queue(&target_name, settings);
+            }
+            self.abort_dead_letter(source, subscription, sequence);
+            return;
+        }
         let target = match self.declare_queue(&target_name, &settings, Some(kind), false) {
             Ok((target, _)) => target,
             Err(_) => {

@@ -15,8 +15,8 @@ use super::idempotency::Stored;
 use super::moved_dead_letters::DeadLetterCopy;
 use super::persistence::LogState;
 use super::Node;
-use crate::ids::{LogIndex, ProducerId, QueueId, Sequence, SubscriptionId};
-use crate::io::{Command, LogId, LogRecord, StorageRequest};
+use crate::ids::{LogIndex, NodeId, ProducerId, QueueId, Sequence, SubscriptionId};
+use crate::io::{Command, LogId, LogRecord, RaftState, StorageRequest};
 use crate::queue::message::message_size_bytes;
 use crate::queue::{Message, OrderKey, Queue, QueueSettings};
 use crate::time::UnixMillis;
@@ -45,6 +45,8 @@ struct DeclaredQueue {
     settings: QueueSettings,
     declared_at: LogIndex,
     subscriptions: BTreeSet<String>,
+    /// The nodes holding its log, the serving one first (empty on a single node).
+    replicas: Vec<NodeId>,
 }
 
 /// A node being rebuilt from its logs, handed over piece by piece: the metadata log first,
@@ -69,6 +71,8 @@ pub struct NodeRecovery {
     dead_letter_copies: Vec<DeadLetterCopy>,
     /// Payload bytes kept in memory so far, over every queue.
     resident_bytes: u64,
+    /// The Raft states storage saved, by log.
+    raft_states: BTreeMap<LogId, RaftState>,
     error: Option<RecoveryError>,
 }
 
@@ -93,8 +97,18 @@ impl NodeRecovery {
             orphans: Vec::new(),
             dead_letter_copies: Vec::new(),
             resident_bytes: 0,
+            raft_states: BTreeMap::new(),
             error: None,
         }
+    }
+
+    /// The Raft state storage saved for `log` (before any record is fed).
+    pub fn raft_state(&mut self, log: LogId, state: RaftState) {
+        assert!(
+            self.declared.is_none() && self.metadata.is_empty(),
+            "Raft states come before the records"
+        );
+        self.raft_states.insert(log, state);
     }
 
     /// The next records of `log`, in index order. Every piece of the metadata log comes
@@ -154,7 +168,21 @@ impl NodeRecovery {
             return Ok(());
         }
         let metadata = std::mem::take(&mut self.metadata);
-        let declared = self.node.replay_metadata(&metadata)?;
+        let clustered = self.node.config.cluster.voters(self.node.node_id.0).len() > 1;
+        // In a cluster only what was committed is applied now (the rest when a leader says
+        // it is); a single node's log is all committed.
+        let saved = self
+            .raft_states
+            .get(&LogId::Metadata)
+            .copied()
+            .unwrap_or_default();
+        let committed = match clustered {
+            true => metadata.partition_point(|record| record.index <= saved.commit),
+            false => metadata.len(),
+        };
+        let mut declared = self
+            .node
+            .replay_metadata(&metadata[..committed], clustered)?;
         match metadata.last() {
             Some(last) => {
                 self.node
@@ -162,6 +190,26 @@ impl NodeRecovery {
                     .insert(LogId::Metadata, LogState::recovered(last.index));
             }
             None => self.node.create_log(LogId::Metadata),
+        }
+        if clustered {
+            let me = self.node.node_id;
+            let catalog = declared
+                .iter()
+                .map(|(id, queue)| {
+                    let entry = super::CatalogQueue {
+                        name: queue.name.clone(),
+                        kind: queue.settings.kind,
+                        replicas: queue.replicas.clone(),
+                    };
+                    (*id, entry)
+                })
+                .collect();
+            declared.retain(|_, queue| queue.replicas.first() == Some(&me));
+            let saved = RaftState {
+                commit: LogIndex(committed as u64),
+                ..saved
+            };
+            self.node.start_cluster(saved, metadata, catalog);
         }
         self.declared = Some(declared);
         Ok(())
@@ -192,13 +240,20 @@ impl NodeRecovery {
 }
 
 impl Node {
+    /// The queues `records` declare. In a cluster (`clustered`) the records are committed
+    /// entries of the metadata group, applied by the rules of `Node::apply_catalog_record`: a
+    /// leader's empty entry is skipped, a second declaration of a name is ignored.
     fn replay_metadata(
         &mut self,
         records: &[LogRecord],
+        clustered: bool,
     ) -> Result<BTreeMap<QueueId, DeclaredQueue>, RecoveryError> {
         let mut declared: BTreeMap<QueueId, DeclaredQueue> = BTreeMap::new();
         let mut names: BTreeMap<String, QueueId> = BTreeMap::new();
         for record in records {
+            if clustered && record.body.is_empty() {
+                continue;
+            }
             let decoded = MetadataRecord::decode(record.body.clone())
                 .map_err(|error| undecodable(LogId::Metadata, record, error))?;
             match decoded.body {
@@ -219,6 +274,15 @@ impl Node {
                         let reason = format!("queue id {id} is never given out");
                         return Err(undecodable(LogId::Metadata, record, reason));
                     };
+                    if clustered && (declared.contains_key(&id) || names.contains_key(&queue.name))
+                    {
+                        self.next_queue_id = self.next_queue_id.max(next_id);
+                        continue; // the first declaration stands, on every node
+                    }
+                    if clustered && queue.replicas.is_empty() {
+                        let reason = format!("queue {id} '{}' has no placement", queue.name);
+                        return Err(undecodable(LogId::Metadata, record, reason));
+                    }
                     if declared.contains_key(&id) || names.contains_key(&queue.name) {
                         let reason = format!("queue {id} '{}' is declared twice", queue.name);
                         return Err(undecodable(LogId::Metadata, record, reason));
@@ -232,6 +296,7 @@ impl Node {
                             settings,
                             declared_at: record.index,
                             subscriptions: BTreeSet::new(),
+                            replicas: queue.replicas.iter().map(|id| NodeId(*id)).collect(),
                         },
                     );
                 }
@@ -376,6 +441,9 @@ impl NodeRecovery {
                             }
                         }
                     }
+                }
+                Some(queue_record::Body::SubscriptionDeclared(subscription)) => {
+                    replay.declaration.subscriptions.insert(subscription.name);
                 }
                 None => return Err(undecodable(log, record, "empty record")),
             }

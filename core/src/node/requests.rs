@@ -8,6 +8,7 @@ use krest_proto::storage::{
     metadata_record, MetadataRecord, QueueDeclared, QueueDeleted, SubscriptionDeclared,
 };
 
+use super::cluster::{CatalogThen, ClusterDeclare};
 use super::session::RequestError;
 use super::Node;
 use crate::ids::{ConnId, LogIndex, QueueId, SubscriptionId};
@@ -86,6 +87,7 @@ impl Node {
                 queue_id: id.0,
                 name: name.to_string(),
                 settings: Some(queue.settings.to_wire()),
+                replicas: Vec::new(),
             });
             let index = self.append_metadata(record);
             queue.declared_at = Some(index);
@@ -119,7 +121,21 @@ impl Node {
             .get_mut(&queue)
             .expect("subscribing to a known queue");
         queue_state.add_subscription(id, name.clone(), durable, broadcast);
-        if durable && queue_state.settings.kind.is_durable() {
+        if durable && queue_state.settings.kind.is_durable() && self.cluster.is_some() {
+            // In a cluster a group lives in its queue's log, before its acks.
+            let record = krest_proto::storage::QueueRecord {
+                body: Some(
+                    krest_proto::storage::queue_record::Body::SubscriptionDeclared(
+                        SubscriptionDeclared {
+                            queue_id: queue.0,
+                            name,
+                        },
+                    ),
+                ),
+            };
+            let body = self.encoder.encode(&record);
+            self.append_record(LogId::Queue(queue), body);
+        } else if durable && queue_state.settings.kind.is_durable() {
             let index = self.append_metadata(metadata_record::Body::SubscriptionDeclared(
                 SubscriptionDeclared {
                     queue_id: queue.0,
@@ -142,7 +158,16 @@ impl Node {
         }
     }
 
+    /// Whether a queue of this name, if the cluster's catalog has one, is served here (always,
+    /// on a single node).
+    pub(super) fn is_served_here(&self, name: &str) -> bool {
+        self.served_elsewhere(name).is_none()
+    }
+
     pub(super) fn queue_id(&self, name: &str) -> Result<QueueId, RequestError> {
+        if let Some(error) = self.served_elsewhere(name) {
+            return Err(error);
+        }
         self.queue_names.get(name).copied().ok_or_else(|| {
             (
                 ErrorCode::QueueNotFound,
@@ -158,6 +183,17 @@ impl Node {
         request: DeclareQueue,
     ) -> Result<(), RequestError> {
         let settings = request.settings.unwrap_or_default();
+        if self.is_clustered() {
+            let then = CatalogThen::Reply { conn, request_id };
+            match self.cluster_declare(&request.name, &settings, None, then)? {
+                ClusterDeclare::Waiting => return Ok(()), // answered once applied
+                ClusterDeclare::Exists => {
+                    self.reply_done_when_durable(conn, request_id, &[]);
+                    return Ok(());
+                }
+                ClusterDeclare::Here => {}
+            }
+        }
         let (_, need) = self.declare_queue(&request.name, &settings, None, true)?;
         self.reply_done_when_durable(conn, request_id, need.as_slice());
         Ok(())
@@ -169,10 +205,23 @@ impl Node {
         name: &str,
     ) -> Result<Option<(LogId, LogIndex)>, RequestError> {
         let id = self.queue_id(name)?;
-        let durable = self.queues[&id].settings.kind.is_durable();
-        if durable {
+        if self.queues[&id].settings.kind.is_durable() {
             self.refuse_if_fenced()?;
         }
+        if !self.delete_local_queue(id) {
+            return Ok(None);
+        }
+        let index = self.append_metadata(metadata_record::Body::QueueDeleted(QueueDeleted {
+            queue_id: id.0,
+        }));
+        Ok(Some((LogId::Metadata, index)))
+    }
+
+    /// Removes queue `id` from this node: its consumers are told, its waiters fail, its log is
+    /// deleted. Returns whether it was durable (its deletion is for the metadata log).
+    pub(super) fn delete_local_queue(&mut self, id: QueueId) -> bool {
+        let name = self.queues[&id].name.clone();
+        let durable = self.queues[&id].settings.kind.is_durable();
         let consumers: Vec<_> = self
             .consumers
             .iter()
@@ -195,7 +244,7 @@ impl Node {
             ErrorCode::QueueNotFound,
             &format!("queue '{name}' was deleted during the redrive"),
         );
-        self.queue_names.remove(name);
+        self.queue_names.remove(&name);
         self.idempotency.forget_queue(id);
         let log = LogId::Queue(id);
         self.fail_waiters_on(
@@ -203,15 +252,12 @@ impl Node {
             &format!("queue '{name}' was deleted before this completed"),
         );
         if !durable {
-            return Ok(None);
+            return false;
         }
         self.logs.remove(&log);
         self.commands
             .push_back(Command::Storage(StorageRequest::DeleteLog { log }));
-        let index = self.append_metadata(metadata_record::Body::QueueDeleted(QueueDeleted {
-            queue_id: id.0,
-        }));
-        Ok(Some((LogId::Metadata, index)))
+        true
     }
 
     pub(super) fn on_delete(
@@ -220,6 +266,11 @@ impl Node {
         request_id: u64,
         name: &str,
     ) -> Result<(), RequestError> {
+        if self.is_clustered()
+            && self.cluster_delete(name, CatalogThen::Reply { conn, request_id })?
+        {
+            return Ok(());
+        }
         let need = self.delete_queue(name)?;
         self.reply_done_when_durable(conn, request_id, need.as_slice());
         Ok(())

@@ -116,18 +116,21 @@ impl Node {
                 );
             }
             body => {
-                if let Err((code, message)) = self.route(conn, request_id, body) {
+                if let Err((code, message)) = self.route(conn, request_id, body, true) {
                     self.send_error(conn, request_id, code, message);
                 }
             }
         }
     }
 
-    fn route(
+    /// Handles one request; `may_declare`: a subscribe may declare its queue through the
+    /// cluster's catalog (it is handled again, without, once that is applied).
+    pub(super) fn route(
         &mut self,
         conn: ConnId,
         request_id: u64,
         body: client_frame::Body,
+        may_declare: bool,
     ) -> Result<(), RequestError> {
         use client_frame::Body;
         match body {
@@ -148,7 +151,7 @@ impl Node {
             }
             Body::Publish(request) => self.on_publish(conn, request_id, request),
             Body::CancelDelayed(request) => self.on_cancel_delayed(conn, request_id, request),
-            Body::Subscribe(request) => self.on_subscribe(conn, request_id, request),
+            Body::Subscribe(request) => self.on_subscribe(conn, request_id, request, may_declare),
             Body::Unsubscribe(request) => self.on_unsubscribe(conn, request_id, request),
             Body::Fetch(request) => self.on_fetch(conn, request_id, request),
             Body::Settle(request) => self.on_settle(conn, request_id, request),
@@ -248,8 +251,14 @@ impl Node {
             request_id,
             server_frame::Body::Error(krest_proto::client::Error {
                 code: code as i32,
+                leader_address: match code {
+                    ErrorCode::NotLeader => message
+                        .rsplit_once(super::cluster::NOT_LEADER_SEPARATOR)
+                        .map(|(_, address)| address.to_string())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                },
                 message,
-                leader_address: String::new(),
             }),
         );
     }

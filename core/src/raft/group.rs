@@ -160,6 +160,38 @@ impl RaftGroup {
         group
     }
 
+    /// Plants `bug` in a group just built (tests of the checkers only): as if it had been
+    /// built [`RaftGroup::with_bug`].
+    pub(crate) fn plant(&mut self, bug: RaftBug) {
+        if bug == RaftBug::ForgetVoteOnRestart {
+            self.hard_state.voted_for = None;
+        }
+        self.bug = Some(bug);
+    }
+
+    /// Starts from a commit index this member saved earlier (capped at its log): the entries
+    /// up to it were applied from the log at recovery and are not handed out again.
+    pub fn restore_commit(&mut self, commit: LogIndex) {
+        let commit = commit.min(self.last_index());
+        assert!(
+            self.commit_index == LogIndex(0),
+            "restored once, before any step"
+        );
+        self.commit_index = commit;
+        self.applied_index = commit;
+    }
+
+    /// Whether this member leads and has committed an entry of its own term: every entry of
+    /// earlier terms is committed, so what it applied is the whole committed log.
+    pub fn leads_committed(&self) -> bool {
+        self.role == Role::Leader && self.term_at(self.commit_index) == Some(self.hard_state.term)
+    }
+
+    /// The voters.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
     /// This member's id.
     pub fn id(&self) -> NodeId {
         self.id

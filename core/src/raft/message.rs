@@ -15,9 +15,14 @@ pub struct Entry {
     pub body: Bytes,
 }
 
-/// The state that must be durable before a vote is sent or a term is acted on: storage keeps
-/// it per log (see [`StorageRequest::Persist`](crate::io::StorageRequest::Persist)).
-pub use crate::io::RaftState as HardState;
+/// The state that must be durable before a vote is sent or a term is acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// The latest term this member has seen.
+    pub term: Term,
+    /// Whom it voted for in `term`.
+    pub voted_for: Option<NodeId>,
+}
 
 /// A message between two members of a group. Every message carries the sender's term.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! krest-sim --seed 42            replay one seed, printing what happened
+//! krest-sim --seed 42 --nodes 3  ... on a cluster of three (without --nodes each seed draws
+//!                                1, 3 or 5 nodes; 1 runs the single-node simulator, 3 and 5
+//!                                the cluster simulation of krest_core::cluster::simulation)
 //! krest-sim --seeds 0..500       run a range of seeds
 //! krest-sim --minutes 3          run random seeds for three minutes (--jobs N threads; one
 //!                                per core by default)
@@ -60,6 +63,16 @@ struct Arguments {
     /// Threads running seeds side by side (--seeds, --minutes, --regressions).
     #[arg(long, default_value_t = default_jobs())]
     jobs: usize,
+    /// Nodes per seed (1, 3 or 5); drawn from each seed when not given.
+    #[arg(long, value_parser = parse_nodes)]
+    nodes: Option<usize>,
+}
+
+fn parse_nodes(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(nodes @ (1 | 3 | 5)) => Ok(nodes),
+        _ => Err(format!("'{text}' nodes: choose 1, 3 or 5")),
+    }
 }
 
 /// One thread per core.
@@ -110,6 +123,7 @@ fn run(arguments: Arguments) -> anyhow::Result<bool> {
     let options = |seed| Options {
         chaos_ms: arguments.chaos_seconds * 1_000,
         planted,
+        nodes: arguments.nodes,
         ..Options::new(seed)
     };
     let mut all_passed = true;
@@ -124,15 +138,17 @@ fn run(arguments: Arguments) -> anyhow::Result<bool> {
         print_report(&report);
         all_passed &= report.passed();
     }
-    let mut seeds: Vec<u64> = Vec::new();
     if let Some(range) = arguments.seeds.clone() {
-        seeds.extend(range);
+        all_passed &= run_many(range, None, &options, &arguments);
     }
     if let Some(path) = &arguments.regressions {
-        seeds.extend(read_regressions(path)?);
-    }
-    if !seeds.is_empty() {
-        all_passed &= run_many(seeds.into_iter(), None, &options, &arguments);
+        // The seeds listed were found on one node; they stay there unless --nodes says.
+        let single = |seed| Options {
+            nodes: Some(arguments.nodes.unwrap_or(1)),
+            ..options(seed)
+        };
+        let seeds = read_regressions(path)?;
+        all_passed &= run_many(seeds.into_iter(), None, &single, &arguments);
     }
     if let Some(minutes) = arguments.minutes {
         let start = SystemTime::now()
@@ -288,25 +304,35 @@ fn replay_command(seed: u64, arguments: &Arguments) -> String {
     if arguments.chaos_seconds != 20 {
         command.push_str(&format!(" --chaos-seconds {}", arguments.chaos_seconds));
     }
+    if let Some(nodes) = arguments.nodes {
+        command.push_str(&format!(" --nodes {nodes}"));
+    }
     command
 }
 
 fn print_report(report: &Report) {
     println!(
-        "seed {}: {} events, {:.1} s simulated, trace {:016x}, ending {:?}",
+        "seed {}: {} node(s), {} events, {:.1} s simulated, trace {:016x}, ending {:?}",
         report.seed,
+        report.nodes,
         report.events,
         report.virtual_ms as f64 / 1000.0,
         report.trace_hash,
         report.ending
     );
-    println!(
+    if let Some((catalog_writes, peer_frames)) = report.cluster {
+        println!(
+            "  catalog declares confirmed at the end {catalog_writes}, peer frames sent {peer_frames}"
+        );
+    } else {
+        println!(
         "  publishes confirmed {}, deliveries {}, acks confirmed {}, operations with unknown outcome {}",
         report.publishes_confirmed,
         report.deliveries,
-        report.acks_confirmed,
-        report.operations_unknown
-    );
+            report.acks_confirmed,
+            report.operations_unknown
+        );
+    }
     let fired: Vec<String> = report
         .faults
         .iter()

@@ -62,6 +62,9 @@ pub struct Options {
     pub drain_ms_max: u64,
     /// The planted bug to switch on (builds with the `planted-bugs` feature only).
     pub planted: Option<PlantedBug>,
+    /// Nodes: 1 runs this simulator; 3 or 5 run the cluster simulation of
+    /// `krest_core::cluster::simulation`. `None`: drawn from the seed ([`nodes_for`]).
+    pub nodes: Option<usize>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             chaos_ms: 20_000,
             drain_ms_max: 60_000,
             planted: None,
+            nodes: None,
         }
     }
 }
@@ -113,6 +117,96 @@ pub struct Report {
     pub operations_unknown: usize,
     /// The last client operations of the history, one line each, oldest first.
     pub history_tail: Vec<String>,
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// Catalog writes confirmed and peer frames sent (a cluster run).
+    pub cluster: Option<(usize, u64)>,
+}
+
+/// How many nodes `seed` runs: half the seeds one node (this simulator, its streams as they
+/// always were), the others 3 or 5 (the cluster simulation), drawn from a stream of their own.
+/// A planted bug runs where it can show: consensus and catalog bugs on clusters, the others on
+/// one node.
+pub fn nodes_for(seed: u64, planted: Option<PlantedBug>) -> usize {
+    match planted {
+        Some(bug) if bug.needs_cluster() => [3, 5][(seed % 2) as usize],
+        Some(_) => 1,
+        None => match krest_core::rng::Rng::from_seed(seed ^ 0x6e6f_6465_735f_6e72).below(10) {
+            0..=4 => 1,
+            5..=7 => 3,
+            _ => 5,
+        },
+    }
+}
+
+/// Runs one seed on a cluster of `nodes`.
+fn run_cluster(options: Options, nodes: usize) -> Report {
+    use krest_core::cluster::simulation::Simulation as ClusterSimulation;
+    let bug = options.planted.and_then(PlantedBug::raft_bug);
+    let outcome =
+        panic::catch_unwind(|| ClusterSimulation::with_bug(options.seed, nodes, bug).run());
+    let (result, violation) = match outcome {
+        Ok(Ok(report)) => (report, None),
+        Ok(Err(text)) => (Default::default(), Some(text)),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            (Default::default(), Some(format!("a node panicked: {text}")))
+        }
+    };
+    let mut faults = BTreeMap::new();
+    let counts = &result.counts;
+    for (name, value) in [
+        ("peer-frame-lost", counts.lost),
+        ("peer-frame-duplicated", counts.duplicated),
+        ("node-crash", counts.crashes),
+        ("node-pause", counts.pauses),
+    ] {
+        if value > 0 {
+            faults.insert(name, value);
+        }
+    }
+    for (shape, value) in &counts.partitions {
+        let name = match *shape {
+            "halves" => "partition-halves",
+            "isolated" => "partition-isolated",
+            "one-way" => "partition-one-way",
+            _ => "partition-bridge",
+        };
+        faults.insert(name, *value);
+    }
+    let text = violation.map(|text| {
+        let (bug, seed) = (options.planted, options.seed);
+        match bug {
+            Some(bug) => format!("{text} (nodes {nodes}, planted {})", bug.name()),
+            None => format!("{text} (seed {seed}, nodes {nodes})"),
+        }
+    });
+    Report {
+        seed: options.seed,
+        trace_hash: result.trace_hash,
+        events: result.events,
+        virtual_ms: result.virtual_ms,
+        ending: Ending::Drained,
+        violations: text
+            .map(|text| Violation {
+                at_ms: result.virtual_ms,
+                text,
+            })
+            .into_iter()
+            .collect(),
+        faults,
+        publishes_confirmed: 0,
+        deliveries: 0,
+        acks_confirmed: 0,
+        operations_unknown: 0,
+        history_tail: Vec::new(),
+        nodes,
+        cluster: Some((result.confirmed, result.peer_frames)),
+    }
 }
 
 impl Report {
@@ -132,6 +226,15 @@ pub fn run(options: Options) -> Report {
         options.planted.is_none(),
         "planted bugs need the planted-bugs feature"
     );
+    let nodes = options
+        .nodes
+        .unwrap_or_else(|| nodes_for(options.seed, options.planted));
+    if nodes > 1 {
+        let report = run_cluster(options, nodes);
+        #[cfg(feature = "planted-bugs")]
+        krest_core::planted::set_active(None);
+        return report;
+    }
     let mut simulation = Simulation::new(options);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| simulation.run()));
     if let Err(payload) = outcome {
@@ -430,6 +533,8 @@ impl Simulation {
             acks_confirmed: self.checker.seen.acks_confirmed,
             operations_unknown: self.history.count(OpStatus::Unknown),
             history_tail: self.history.tail(20),
+            nodes: 1,
+            cluster: None,
         }
     }
 }

@@ -1,0 +1,887 @@
+//! The node in a cluster of several: the metadata group, the catalog every node applies from
+//! it, catalog writes forwarded to the metadata leader, and queues served by one node each.
+//!
+//! - **One apply path.** A catalog write is an entry of the metadata log. Every node applies
+//!   the committed entries in order ([`Node::apply_metadata_entry`]); a restarted node applies
+//!   its log up to the commit index it saved, through the same replay as a single node's
+//!   recovery, and the rest as the leader commits it. The saved commit index is handed to
+//!   storage before the node acts on what it applied (a queue log is created after it), so a
+//!   queue log on disk always has its declaration among the entries a restart applies.
+//! - **Catalog writes go to the leader.** A declare or delete that reaches any node becomes a
+//!   [`CatalogWait`]: the metadata leader proposes it (forwarded over the peer protocol when
+//!   this node does not lead) and says where it landed; the node that took the request answers
+//!   its client when it applies that entry, if the entry there has the term it was proposed in.
+//!   A leader proposes only once it has committed in its term, so its catalog is the whole
+//!   committed one when it gives out queue ids and placements.
+//! - **Placement.** The leader places a new queue on the node serving the fewest queues (ties:
+//!   the lowest id), or where the request asks (a dead-letter queue next to its source). The
+//!   placement is a list of replicas, the serving node first, for replicated queues later. A
+//!   publish, subscribe, fetch or other request for a queue served elsewhere is answered
+//!   `NOT_LEADER` with that node's client address.
+//! - **Subscription groups** of a queue live in the queue's own log on the serving node (see
+//!   `requests.rs`), next to their acks.
+//! - **Temporary queues** are not in the catalog: memory only, served where declared.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use krest_proto::client::{client_frame, server_frame, ErrorCode};
+use krest_proto::peer::{peer_frame, CatalogProposal, CatalogProposed, PeerFrame};
+use krest_proto::storage::{metadata_record, MetadataRecord, QueueDeclared, QueueDeleted};
+use prost::Message as _;
+
+use super::session::RequestError;
+use super::Node;
+use crate::cluster::GroupDriver;
+use crate::ids::{AdminRequestId, ConnId, LogIndex, NodeId, QueueId, Term};
+use crate::io::{LogId, LogRecord, RaftState};
+use crate::queue::{Queue, QueueKind, QueueSettings};
+use crate::raft::{Entry, RaftConfig, RaftGroup, Role};
+use crate::time::Millis;
+use crate::timer::Timer;
+
+/// How many times a forwarded catalog write follows a leader hint before giving up.
+const FORWARD_ATTEMPTS: u8 = 3;
+/// Catalog writes waiting at once, per node.
+const MAX_CATALOG_WAITS: usize = 4_096;
+
+/// A queue of the cluster's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogQueue {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: QueueKind,
+    /// The nodes holding its log, the serving node first.
+    pub replicas: Vec<NodeId>,
+}
+
+impl CatalogQueue {
+    /// The node serving it.
+    pub fn leader(&self) -> NodeId {
+        self.replicas[0]
+    }
+}
+
+/// What a catalog write is for, checked against the catalog once its entry is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Expect {
+    Declared { name: String, kind: QueueKind },
+    Deleted { name: String },
+}
+
+/// Who waits for a catalog write.
+#[derive(Debug, Clone)]
+pub(super) enum CatalogThen {
+    /// A client's declare or delete: `Done` or an error.
+    Reply { conn: ConnId, request_id: u64 },
+    /// A request that needed the write first (a subscribe that declares its queue): handled
+    /// again, once, when the write is applied.
+    Redispatch {
+        conn: ConnId,
+        request_id: u64,
+        body: Box<client_frame::Body>,
+    },
+    /// An admin declare or delete.
+    Admin {
+        request: AdminRequestId,
+        name: String,
+    },
+    /// Nobody (a dead-letter queue declared on the way).
+    Nothing,
+}
+
+#[derive(Debug)]
+struct CatalogWait {
+    record: MetadataRecord,
+    expect: Expect,
+    then: CatalogThen,
+    /// Where the leader proposed it.
+    placed: Option<(LogIndex, Term)>,
+    /// The node it was forwarded to, and how many times.
+    sent_to: Option<NodeId>,
+    attempts: u8,
+}
+
+/// The node's part in a cluster. See the module documentation.
+#[derive(Debug)]
+pub(super) struct ClusterState {
+    pub driver: GroupDriver,
+    /// Every durable queue of the cluster, by id.
+    pub catalog: BTreeMap<QueueId, CatalogQueue>,
+    pub catalog_names: BTreeMap<String, QueueId>,
+    waits: BTreeMap<u64, CatalogWait>,
+    next_token: u64,
+    /// Writes forwarded to this leader before it committed in its term.
+    held: Vec<(NodeId, u64, MetadataRecord)>,
+    /// Queue ids and placements this leader proposed and has not applied yet.
+    proposed: BTreeMap<QueueId, NodeId>,
+    /// Client addresses by node id.
+    addresses: BTreeMap<NodeId, String>,
+}
+
+impl ClusterState {
+    /// Whether `log` is replicated by a group of this node.
+    pub fn replicates(&self, log: LogId) -> bool {
+        self.driver.log() == log
+    }
+
+    fn voters(&self) -> &[NodeId] {
+        self.driver.group().voters()
+    }
+}
+
+/// What the catalog looks like from this node, for tests and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's role in the metadata group.
+    pub role: Role,
+    /// Its term.
+    pub term: Term,
+    /// The metadata leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit_index: LogIndex,
+    /// How far it applied.
+    pub applied: LogIndex,
+}
+
+impl Node {
+    /// Whether this node is one of a cluster of several.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The metadata group as this node sees it (`None` on a single node).
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        let cluster = self.cluster.as_ref()?;
+        let group = cluster.driver.group();
+        Some(ClusterStatus {
+            role: group.role(),
+            term: group.term(),
+            leader: group.leader(),
+            commit_index: group.commit_index(),
+            applied: cluster.driver.applied(),
+        })
+    }
+
+    /// The catalog as this node applied it: every durable queue of the cluster.
+    pub fn catalog(&self) -> Vec<(QueueId, CatalogQueue)> {
+        self.cluster.as_ref().map_or_else(Vec::new, |cluster| {
+            cluster
+                .catalog
+                .iter()
+                .map(|(id, queue)| (*id, queue.clone()))
+                .collect()
+        })
+    }
+
+    /// Plants a consensus bug in the metadata group of a node just built: the simulator's
+    /// proof that its checkers fail (see [`crate::planted`]). No-op on a single node.
+    #[doc(hidden)]
+    pub fn plant_raft_bug(&mut self, bug: crate::raft::planted::RaftBug) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.driver.plant(bug);
+        }
+    }
+
+    /// The metadata log entries this node holds (for the simulator's checkers).
+    pub fn metadata_entries(&self) -> &[Entry] {
+        self.cluster
+            .as_ref()
+            .map_or(&[], |cluster| cluster.driver.group().log())
+    }
+
+    /// Starts the cluster part at the end of recovery: the group from its saved state and the
+    /// entries on disk, of which those up to `saved.commit` were applied by the replay.
+    pub(super) fn start_cluster(
+        &mut self,
+        saved: RaftState,
+        records: Vec<LogRecord>,
+        catalog: BTreeMap<QueueId, CatalogQueue>,
+    ) {
+        let voters = self.config.cluster.voters(self.node_id.0);
+        let config = RaftConfig {
+            election_timeout_ms: self.config.cluster.election_timeout_ms,
+            heartbeat_interval_ms: self.config.cluster.heartbeat_interval_ms,
+            ..RaftConfig::default()
+        };
+        let entries = records
+            .into_iter()
+            .map(|record| Entry {
+                term: record.term,
+                index: record.index,
+                body: record.body,
+            })
+            .collect();
+        let hard_state = crate::raft::HardState {
+            term: saved.term,
+            voted_for: saved.voted_for,
+        };
+        let group = RaftGroup::new(
+            self.node_id,
+            &voters,
+            hard_state,
+            entries,
+            config,
+            self.rng.fork(),
+            self.now.monotonic,
+        );
+        let driver = GroupDriver::new(LogId::Metadata, group, saved);
+        let catalog_names = catalog
+            .iter()
+            .map(|(id, queue)| (queue.name.clone(), *id))
+            .collect();
+        let addresses = self
+            .config
+            .cluster
+            .nodes
+            .iter()
+            .map(|node| (NodeId(node.id), node.client.clone()))
+            .collect();
+        let applied = driver.applied();
+        self.cluster = Some(Box::new(ClusterState {
+            driver,
+            catalog,
+            catalog_names,
+            waits: BTreeMap::new(),
+            next_token: 1,
+            held: Vec::new(),
+            proposed: BTreeMap::new(),
+            addresses,
+        }));
+        let state = self.logs.get_mut(&LogId::Metadata).expect("recovered");
+        state.synced_index = applied;
+    }
+
+    /// Time passes for the metadata group.
+    pub(super) fn tick_cluster(&mut self) {
+        let now = self.now.monotonic;
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.driver.tick(now);
+        }
+    }
+
+    /// When the metadata group next needs time.
+    pub(super) fn cluster_timeout(&self) -> Option<crate::time::Instant> {
+        self.cluster
+            .as_ref()
+            .map(|cluster| cluster.driver.poll_timeout())
+    }
+
+    /// End of a `handle`: the group's work goes out, committed entries are applied, writes
+    /// held for a leader that now may propose are proposed.
+    pub(super) fn drain_cluster(&mut self) {
+        // Applying may propose (a dead-letter queue) and proposing makes more to drain.
+        for _ in 0..4 {
+            let Some(cluster) = self.cluster.as_mut() else {
+                return;
+            };
+            let committed = cluster.driver.drain(&mut self.commands);
+            let mut applied_any = false;
+            for entry in committed {
+                applied_any = true;
+                self.apply_metadata_entry(entry);
+            }
+            let cluster = self.cluster.as_mut().expect("checked");
+            if !cluster.driver.group().leads_committed() {
+                if cluster.driver.group().role() != Role::Leader && !cluster.held.is_empty() {
+                    let leader = cluster.driver.group().leader();
+                    for (origin, token, _) in std::mem::take(&mut cluster.held) {
+                        self.answer_proposal(origin, token, None, leader);
+                    }
+                }
+                if !applied_any {
+                    return;
+                }
+                continue;
+            }
+            let held = std::mem::take(&mut cluster.held);
+            let proposed_any = !held.is_empty();
+            for (origin, token, record) in held {
+                let placed = self.propose_catalog(record);
+                let leader = Some(self.node_id);
+                self.answer_proposal(origin, token, placed, leader);
+            }
+            if !applied_any && !proposed_any {
+                return;
+            }
+        }
+    }
+
+    /// Storage answered a `Persist` barrier.
+    pub(super) fn on_group_persisted(&mut self, log: LogId, token: u64) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            if cluster.replicates(log) {
+                cluster.driver.on_persisted(token, &mut self.commands);
+            }
+        }
+    }
+
+    /// A Raft message of the metadata group from `peer`.
+    pub(super) fn on_raft_message(&mut self, peer: NodeId, message: crate::raft::Message) {
+        let now = self.now.monotonic;
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.driver.step(now, peer, message);
+        }
+    }
+
+    // --- catalog writes ---------------------------------------------------------------------
+
+    /// Starts a catalog write for `then`. Fails at once when no leader is known.
+    pub(super) fn catalog_write(
+        &mut self,
+        record: MetadataRecord,
+        expect: Expect,
+        then: CatalogThen,
+    ) -> Result<(), RequestError> {
+        self.refuse_if_fenced()?;
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        if cluster.waits.len() >= MAX_CATALOG_WAITS {
+            return Err((
+                ErrorCode::LimitReached,
+                format!("{MAX_CATALOG_WAITS} catalog writes already wait on this node"),
+            ));
+        }
+        let token = cluster.next_token;
+        cluster.next_token += 1;
+        cluster.waits.insert(
+            token,
+            CatalogWait {
+                record,
+                expect,
+                then,
+                placed: None,
+                sent_to: None,
+                attempts: 0,
+            },
+        );
+        let deadline = self.now.monotonic + Millis(4 * self.config.cluster.election_timeout_ms);
+        self.timers.arm(deadline, Timer::CatalogWait { token });
+        self.send_catalog_write(token);
+        Ok(())
+    }
+
+    /// Proposes the write `token` here if this node leads, or forwards it to the leader it
+    /// knows; with no leader known it waits for its deadline.
+    fn send_catalog_write(&mut self, token: u64) {
+        let node_id = self.node_id;
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        let Some(wait) = cluster.waits.get_mut(&token) else {
+            return;
+        };
+        wait.attempts += 1;
+        let record = wait.record.clone();
+        match cluster.driver.group().leader() {
+            Some(leader) if leader == node_id => {
+                if cluster.driver.group().leads_committed() {
+                    let placed = self.propose_catalog(record);
+                    self.on_catalog_proposed(token, placed, Some(node_id));
+                } else {
+                    cluster.held.push((node_id, token, record));
+                }
+            }
+            Some(leader) => {
+                wait.sent_to = Some(leader);
+                let frame = PeerFrame {
+                    body: Some(peer_frame::Body::CatalogProposal(CatalogProposal {
+                        token,
+                        record: Some(record),
+                    })),
+                };
+                self.commands.push_back(crate::io::Command::SendToPeer {
+                    peer: leader,
+                    frame: krest_proto::frame::frame_bytes(&frame),
+                });
+            }
+            None => {} // the deadline answers, or a later attempt finds a leader
+        }
+    }
+
+    /// The leader proposes a catalog write, giving a declared queue its id and placement.
+    fn propose_catalog(&mut self, mut record: MetadataRecord) -> Option<(LogIndex, Term)> {
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        if let Some(metadata_record::Body::QueueDeclared(declared)) = record.body.as_mut() {
+            let next_id = cluster
+                .catalog
+                .keys()
+                .chain(cluster.proposed.keys())
+                .map(|id| id.0 + 1)
+                .max()
+                .unwrap_or(1)
+                .max(self.next_queue_id);
+            declared.queue_id = next_id;
+            let hinted = declared
+                .replicas
+                .first()
+                .map(|id| NodeId(*id))
+                .filter(|id| cluster.voters().contains(id));
+            let serving = hinted.unwrap_or_else(|| {
+                let mut load: BTreeMap<NodeId, usize> =
+                    cluster.voters().iter().map(|id| (*id, 0)).collect();
+                for queue in cluster.catalog.values() {
+                    *load.entry(queue.leader()).or_default() += 1;
+                }
+                for node in cluster.proposed.values() {
+                    *load.entry(*node).or_default() += 1;
+                }
+                load.iter()
+                    .min_by_key(|(id, count)| (**count, **id))
+                    .map(|(id, _)| *id)
+                    .expect("a cluster has voters")
+            });
+            declared.replicas = vec![serving.0];
+            cluster.proposed.insert(QueueId(next_id), serving);
+        }
+        let body = Bytes::from(record.encode_to_vec());
+        cluster.driver.propose(body)
+    }
+
+    /// The leader answers a forwarded write (or this node's own).
+    fn answer_proposal(
+        &mut self,
+        origin: NodeId,
+        token: u64,
+        placed: Option<(LogIndex, Term)>,
+        leader: Option<NodeId>,
+    ) {
+        if origin == self.node_id {
+            self.on_catalog_proposed(token, placed, leader);
+            return;
+        }
+        let (index, term) = placed.map_or((0, 0), |(index, term)| (index.0, term.0));
+        let frame = PeerFrame {
+            body: Some(peer_frame::Body::CatalogProposed(CatalogProposed {
+                token,
+                index,
+                term,
+                leader: leader.map_or(0, |id| id.0),
+            })),
+        };
+        self.commands.push_back(crate::io::Command::SendToPeer {
+            peer: origin,
+            frame: krest_proto::frame::frame_bytes(&frame),
+        });
+    }
+
+    /// A forwarded write arrived from `origin`.
+    pub(super) fn on_catalog_proposal(&mut self, origin: NodeId, proposal: CatalogProposal) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(record) = proposal.record else {
+            self.counters.peer_frames_malformed += 1;
+            self.counters.peer_frames_dropped += 1;
+            return;
+        };
+        let group = cluster.driver.group();
+        if group.role() == Role::Leader && !group.leads_committed() {
+            cluster.held.push((origin, proposal.token, record));
+            return;
+        }
+        let leader = group.leader();
+        let placed = if group.leads_committed() {
+            self.propose_catalog(record)
+        } else {
+            None
+        };
+        self.answer_proposal(origin, proposal.token, placed, leader);
+    }
+
+    /// The leader said where a write of this node landed (or refused it).
+    pub(super) fn on_catalog_proposed(
+        &mut self,
+        token: u64,
+        placed: Option<(LogIndex, Term)>,
+        leader: Option<NodeId>,
+    ) {
+        let node_id = self.node_id;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(wait) = cluster.waits.get_mut(&token) else {
+            return; // answered already (deadline), or a duplicate
+        };
+        if let Some(placed) = placed {
+            wait.placed.get_or_insert(placed);
+            if crate::planted::active(crate::planted::PlantedBug::ConfirmCatalogWriteWhenPlaced) {
+                // Answers as soon as the leader appended it, committed or not.
+                if let Some(wait) = cluster.waits.remove(&token) {
+                    if let CatalogThen::Reply { conn, request_id } = wait.then {
+                        let done = server_frame::Body::Done(krest_proto::client::Done {});
+                        let frame = self.encode_reply(request_id, done);
+                        self.send_frame_bytes(conn, frame);
+                    }
+                }
+                return;
+            }
+            // Applied already? (This node applied the entry before the answer came.)
+            let applied = cluster.driver.applied();
+            if placed.0 <= applied {
+                let term = cluster.driver.group().term_at(placed.0);
+                self.finish_wait(token, term == Some(placed.1));
+            }
+            return;
+        }
+        let retry = wait.placed.is_none()
+            && wait.attempts < FORWARD_ATTEMPTS
+            && leader.is_some_and(|leader| Some(leader) != wait.sent_to || leader == node_id);
+        if retry {
+            self.send_catalog_write(token);
+        }
+    }
+
+    /// A write's deadline passed.
+    pub(super) fn on_catalog_deadline(&mut self, token: u64) {
+        let unplaced = self
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.waits.get(&token))
+            .map(|wait| wait.placed.is_none());
+        match unplaced {
+            // Never proposed anywhere this node heard of: one more try, then give up.
+            Some(true) => self.fail_wait(
+                token,
+                ErrorCode::Unavailable,
+                "no metadata leader took the catalog write in time; retry".into(),
+            ),
+            Some(false) => self.fail_wait(
+                token,
+                ErrorCode::Unavailable,
+                "the catalog write was not committed in time; it may still be: retry".into(),
+            ),
+            None => {}
+        }
+    }
+
+    /// Runs the continuation of write `token`, whose entry was applied (`committed`) or
+    /// replaced by another leader's.
+    fn finish_wait(&mut self, token: u64, committed: bool) {
+        if !committed {
+            self.fail_wait(
+                token,
+                ErrorCode::Unavailable,
+                "the metadata leader changed before the catalog write committed; retry".into(),
+            );
+            return;
+        }
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        let Some(wait) = cluster.waits.remove(&token) else {
+            return;
+        };
+        let outcome: Result<(), RequestError> = match &wait.expect {
+            Expect::Declared { name, kind } => match cluster.catalog_names.get(name) {
+                Some(id) if cluster.catalog[id].kind == *kind => Ok(()),
+                Some(id) => Err((
+                    ErrorCode::QueueKindConflict,
+                    format!(
+                        "queue '{name}' exists as a {} queue, not {}",
+                        cluster.catalog[id].kind.as_str(),
+                        kind.as_str()
+                    ),
+                )),
+                None => Err((
+                    ErrorCode::Unavailable,
+                    format!("queue '{name}' was deleted meanwhile; retry"),
+                )),
+            },
+            // A delete names the queue it saw; if the name was declared again before it
+            // applied, the new queue stands and the client decides again.
+            Expect::Deleted { name } => match cluster.catalog_names.contains_key(name) {
+                false => Ok(()),
+                true => Err((
+                    ErrorCode::Unavailable,
+                    format!("queue '{name}' was declared again meanwhile; retry the delete"),
+                )),
+            },
+        };
+        match (outcome, wait.then) {
+            (Ok(()), CatalogThen::Reply { conn, request_id }) => {
+                let frame = self.encode_reply(
+                    request_id,
+                    server_frame::Body::Done(krest_proto::client::Done {}),
+                );
+                self.send_frame_bytes(conn, frame);
+            }
+            (
+                Ok(()),
+                CatalogThen::Redispatch {
+                    conn,
+                    request_id,
+                    body,
+                },
+            ) => {
+                if self.connections.contains_key(&conn) {
+                    if let Err((code, message)) = self.route(conn, request_id, *body, false) {
+                        self.send_error(conn, request_id, code, message);
+                    }
+                }
+            }
+            (Ok(()), CatalogThen::Admin { request, name }) => {
+                let body = match self.queue_names.get(&name) {
+                    Some(id) => super::admin::queue_info_json(&self.queue_info(*id)),
+                    None => serde_json::json!({ "name": name, "done": true }),
+                };
+                self.respond_json(request, 200, &body);
+            }
+            (Ok(()), CatalogThen::Nothing) => {}
+            (Err((code, message)), then) => self.fail_then(then, code, message),
+        }
+    }
+
+    fn fail_wait(&mut self, token: u64, code: ErrorCode, message: String) {
+        let Some(wait) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.waits.remove(&token))
+        else {
+            return;
+        };
+        self.fail_then(wait.then, code, message);
+    }
+
+    fn fail_then(&mut self, then: CatalogThen, code: ErrorCode, message: String) {
+        match then {
+            CatalogThen::Reply { conn, request_id }
+            | CatalogThen::Redispatch {
+                conn, request_id, ..
+            } => self.send_error(conn, request_id, code, message),
+            CatalogThen::Admin { request, .. } => self.admin_error(request, code, message),
+            CatalogThen::Nothing => {}
+        }
+    }
+
+    // --- applying ---------------------------------------------------------------------------
+
+    /// Applies one committed entry of the metadata log: the one path every node takes (a
+    /// restarted node's replay of what it had committed is the same rules, in `recovery`).
+    fn apply_metadata_entry(&mut self, entry: Entry) {
+        let index = entry.index;
+        if !entry.body.is_empty() {
+            match MetadataRecord::decode(entry.body.clone()) {
+                Ok(record) => self.apply_catalog_record(index, record),
+                // The leader encoded it and every member checked the frame: a programmer error.
+                Err(error) => panic!("metadata entry {index} does not decode: {error}"),
+            }
+        }
+        let state = self
+            .logs
+            .get_mut(&LogId::Metadata)
+            .expect("the metadata log");
+        state.next_index = state.next_index.max(index.next());
+        self.mark_durable(LogId::Metadata, index);
+        // Writes of this node placed at this index are answered now.
+        let cluster = self.cluster.as_ref().expect("a cluster");
+        let finished: Vec<(u64, bool)> = cluster
+            .waits
+            .iter()
+            .filter_map(|(token, wait)| {
+                let (placed, term) = wait.placed?;
+                (placed == index).then_some((*token, term == entry.term))
+            })
+            .collect();
+        for (token, committed) in finished {
+            self.finish_wait(token, committed);
+        }
+    }
+
+    fn apply_catalog_record(&mut self, index: LogIndex, record: MetadataRecord) {
+        let node_id = self.node_id;
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        match record.body {
+            Some(metadata_record::Body::QueueDeclared(declared)) => {
+                let id = QueueId(declared.queue_id);
+                cluster.proposed.remove(&id);
+                self.next_queue_id = self.next_queue_id.max(id.0 + 1);
+                if cluster.catalog.contains_key(&id)
+                    || cluster.catalog_names.contains_key(&declared.name)
+                    || declared.replicas.is_empty()
+                    || id.0 == 0
+                {
+                    return; // a second declare of one name: the first stands
+                }
+                let Ok(settings) = QueueSettings::resolve(
+                    &declared.name,
+                    &declared.settings.clone().unwrap_or_default(),
+                    &self.config.queue_defaults,
+                    u64::MAX,
+                    None,
+                ) else {
+                    return;
+                };
+                let replicas: Vec<NodeId> =
+                    declared.replicas.iter().map(|id| NodeId(*id)).collect();
+                cluster.catalog_names.insert(declared.name.clone(), id);
+                cluster.catalog.insert(
+                    id,
+                    CatalogQueue {
+                        name: declared.name.clone(),
+                        kind: settings.kind,
+                        replicas: replicas.clone(),
+                    },
+                );
+                let serve_all =
+                    crate::planted::active(crate::planted::PlantedBug::ServeQueuesPlacedElsewhere);
+                if (replicas[0] == node_id || serve_all) && !self.queues.contains_key(&id) {
+                    // A temporary queue of the same name here gives way to the cluster's.
+                    if let Some(local) = self.queue_names.get(&declared.name).copied() {
+                        let _ = self.delete_local_queue(local);
+                    }
+                    let mut queue = Queue::new(id, declared.name.clone(), settings);
+                    queue.declared_at = Some(index);
+                    self.queue_names.insert(declared.name, id);
+                    self.queues.insert(id, queue);
+                    self.create_log(LogId::Queue(id));
+                }
+            }
+            Some(metadata_record::Body::QueueDeleted(deleted)) => {
+                let id = QueueId(deleted.queue_id);
+                if let Some(queue) = cluster.catalog.remove(&id) {
+                    cluster.catalog_names.remove(&queue.name);
+                }
+                if self.queues.contains_key(&id) {
+                    let _ = self.delete_local_queue(id);
+                }
+            }
+            // Subscription groups live in their queue's log in a cluster.
+            Some(metadata_record::Body::SubscriptionDeclared(_))
+            | Some(metadata_record::Body::SubscriptionDeleted(_))
+            | None => {}
+        }
+    }
+
+    // --- routing ----------------------------------------------------------------------------
+
+    /// The answer for a request naming queue `name` when another node serves it.
+    pub(super) fn served_elsewhere(&self, name: &str) -> Option<RequestError> {
+        let cluster = self.cluster.as_ref()?;
+        let id = cluster.catalog_names.get(name)?;
+        let leader = cluster.catalog[id].leader();
+        if leader == self.node_id {
+            return None;
+        }
+        let address = cluster.addresses.get(&leader).cloned().unwrap_or_default();
+        Some((
+            ErrorCode::NotLeader,
+            format!("queue '{name}' is served by node {leader}{NOT_LEADER_SEPARATOR}{address}"),
+        ))
+    }
+
+    /// A declare in a cluster: temporary queues stay here; durable ones go through the catalog.
+    pub(super) fn cluster_declare(
+        &mut self,
+        name: &str,
+        settings: &krest_proto::client::QueueSettings,
+        kind_if_unspecified: Option<QueueKind>,
+        then: CatalogThen,
+    ) -> Result<ClusterDeclare, RequestError> {
+        crate::queue::validate_queue_name(name)
+            .map_err(|reason| (ErrorCode::InvalidArgument, reason))?;
+        let resolved = QueueSettings::resolve(
+            name,
+            settings,
+            &self.config.queue_defaults,
+            self.config.limits.max_ack_timeout_ms,
+            kind_if_unspecified,
+        )
+        .map_err(|error| (ErrorCode::InvalidArgument, error.0))?;
+        let cluster = self.cluster.as_ref().expect("a cluster");
+        if let Some(id) = cluster.catalog_names.get(name) {
+            let existing = cluster.catalog[id].kind;
+            if QueueKind::from_wire(settings.kind).is_some_and(|kind| kind != existing) {
+                return Err((
+                    ErrorCode::QueueKindConflict,
+                    format!(
+                        "queue '{name}' exists as a {} queue, not {}",
+                        existing.as_str(),
+                        resolved.kind.as_str()
+                    ),
+                ));
+            }
+            return Ok(ClusterDeclare::Exists);
+        }
+        if !resolved.kind.is_durable() {
+            return Ok(ClusterDeclare::Here);
+        }
+        let record = MetadataRecord {
+            body: Some(metadata_record::Body::QueueDeclared(QueueDeclared {
+                queue_id: 0,
+                name: name.to_string(),
+                settings: Some(resolved.to_wire()),
+                replicas: Vec::new(),
+            })),
+        };
+        let expect = Expect::Declared {
+            name: name.to_string(),
+            kind: resolved.kind,
+        };
+        self.catalog_write(record, expect, then)?;
+        Ok(ClusterDeclare::Waiting)
+    }
+
+    /// A delete in a cluster of a queue in the catalog; `false` if it is not in it.
+    pub(super) fn cluster_delete(
+        &mut self,
+        name: &str,
+        then: CatalogThen,
+    ) -> Result<bool, RequestError> {
+        let cluster = self.cluster.as_ref().expect("a cluster");
+        let Some(id) = cluster.catalog_names.get(name).copied() else {
+            return Ok(false);
+        };
+        let record = MetadataRecord {
+            body: Some(metadata_record::Body::QueueDeleted(QueueDeleted {
+                queue_id: id.0,
+            })),
+        };
+        let expect = Expect::Deleted {
+            name: name.to_string(),
+        };
+        self.catalog_write(record, expect, then)?;
+        Ok(true)
+    }
+
+    /// Declares a dead-letter queue next to its source (served here), through the catalog.
+    pub(super) fn cluster_declare_dead_letter_queue(
+        &mut self,
+        name: &str,
+        settings: krest_proto::client::QueueSettings,
+    ) {
+        let cluster = self.cluster.as_ref().expect("a cluster");
+        if cluster.catalog_names.contains_key(name)
+            || cluster.waits.values().any(|wait| {
+                matches!(&wait.expect, Expect::Declared { name: waiting, .. } if waiting == name)
+            })
+        {
+            return;
+        }
+        let record = MetadataRecord {
+            body: Some(metadata_record::Body::QueueDeclared(QueueDeclared {
+                queue_id: 0,
+                name: name.to_string(),
+                settings: Some(settings),
+                replicas: vec![self.node_id.0],
+            })),
+        };
+        let expect = Expect::Declared {
+            name: name.to_string(),
+            kind: QueueKind::Persistent,
+        };
+        let _ = self.catalog_write(record, expect, CatalogThen::Nothing);
+    }
+}
+
+/// What became of a declare in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClusterDeclare {
+    /// The catalog has the queue already (committed): nothing to write.
+    Exists,
+    /// A temporary queue: the caller declares it here, as a single node does.
+    Here,
+    /// A catalog write started; its continuation answers.
+    Waiting,
+}
+
+/// Between a `NOT_LEADER` error's sentence and the address the client should use (also in the
+/// error's `leader_address` field).
+pub(super) const NOT_LEADER_SEPARATOR: &str = " at ";
