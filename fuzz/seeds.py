@@ -422,7 +422,17 @@ def peer_frames_seeds():
     stale = raft(4, 2, bytes([1]) + small(1) + small(1) + small(0) + entry(9), sender=4, term=2)
     garbage = bytes([0, 0, 12]) + bytes(range(12))
     time = bytes([0, 7, 100, 100])
+    # Seeds with the lowest bit set drive node 1 of a three-node cluster; its group takes these.
+    clustered = bytes([1] * 8)
+    # A MetadataRecord in the eight bytes an entry carries: QueueDeleted { queue_id: 2^28 }.
+    record = b"\x12\x06\x08\x80\x80\x80\x80\x01"
+    committed = raft(
+        2, 2, bytes([2]) + small(0) + small(0) + small(2) + entry(1, record) + entry(3, record)
+    )
+    candidate = raft(3, 0, small(2) + small(3) + bytes([0]), sender=3, term=4)
     return {
+        "seed-cluster-append-commit-vote": clustered + committed + time + candidate + time,
+        "seed-cluster-garbage-entries": clustered + append + committed + garbage,
         "seed-append-vote-response": seed + append + vote + response + time,
         "seed-impossible-messages": seed + stale + raft(1, 2, bytes([0]) + small(0) * 3, sender=1),
         "seed-garbage-then-raft": seed + garbage + append + time + garbage,

@@ -100,9 +100,9 @@ impl GroupDriver {
         self.group.poll_timeout()
     }
 
-    /// A message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, message: Message) {
-        self.group.step(now, from, message);
+    /// A message from a peer; `false` if no correct peer could have sent it (dropped).
+    pub fn step(&mut self, now: Instant, from: NodeId, message: Message) -> bool {
+        self.group.step(now, from, message)
     }
 
     /// Proposes `body` if this member leads and has committed in its term (so its applied state

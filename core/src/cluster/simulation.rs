@@ -66,6 +66,8 @@ pub struct Faults {
     /// Chance (per cent) of a crash soon after a node starts leading (short terms with
     /// half-replicated logs: the Raft paper's figure 8).
     pub crash_new_leader: u64,
+    /// Chance (per cent) of a crash right after a follower acknowledges an append.
+    pub crash_after_ack: u64,
 }
 
 impl Faults {
@@ -89,6 +91,7 @@ impl Faults {
             late_ms_max: 100 + rng.below(3_000),
             crash_after_vote: rng.below(30),
             crash_new_leader: rng.below(40),
+            crash_after_ack: rng.below(5),
         }
     }
 }
@@ -129,6 +132,10 @@ pub struct Report {
     pub trace_hash: u64,
     /// Simulated time at the end.
     pub virtual_ms: u64,
+    /// Publishes confirmed (the last phase).
+    pub publishes_confirmed: usize,
+    /// `NOT_LEADER` answers the clients followed to the serving node.
+    pub redirects: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +161,10 @@ enum Event {
     Declare(usize),
     /// A client declares or deletes a queue (the chaos phase).
     Write(usize),
+    /// A client publishes to a declared queue through a node (the last phase).
+    Publish(usize),
+    /// A client publishes to queue `name` through node `index` (following `NOT_LEADER`).
+    PublishTo(usize, String),
 }
 
 struct SimNode {
@@ -208,6 +219,10 @@ pub struct Simulation {
     bug: Option<RaftBug>,
     /// How far the node being fed had applied before the input.
     applied_before: LogIndex,
+    /// Publishes confirmed, by queue.
+    published: BTreeMap<String, Vec<crate::ids::Sequence>>,
+    /// `NOT_LEADER` answers the clients followed.
+    redirects: u64,
     events_handled: u64,
     /// A hash of every input's time and node and every command: equal for equal seeds.
     trace: u64,
@@ -293,6 +308,8 @@ impl Simulation {
             },
             bug,
             applied_before: LogIndex(0),
+            published: BTreeMap::new(),
+            redirects: 0,
             events_handled: 0,
             trace: 0xcbf2_9ce4_8422_2325,
         }
@@ -469,6 +486,9 @@ impl Simulation {
                     at += 200 + self.rng.below(200);
                     let node = self.rng.below(self.nodes.len() as u64) as usize;
                     self.schedule(at, Event::Declare(node));
+                    let node = self.rng.below(self.nodes.len() as u64) as usize;
+                    let jitter = self.rng.below(100);
+                    self.schedule(at + jitter, Event::Publish(node));
                 }
                 Ok(())
             }
@@ -486,6 +506,15 @@ impl Simulation {
             }
             Event::Declare(index) => self.declare(index),
             Event::Write(index) => self.write(index),
+            Event::Publish(index) => {
+                let declared: Vec<&String> = self.confirmed.iter().collect();
+                if declared.is_empty() {
+                    return Ok(());
+                }
+                let name = declared[self.rng.below(declared.len() as u64) as usize].clone();
+                self.publish(index, name)
+            }
+            Event::PublishTo(index, name) => self.publish(index, name),
         }
     }
 
@@ -623,6 +652,26 @@ impl Simulation {
                 .insert(request_id, (name, self.now_ms));
             self.send_client(index, declare)?;
         }
+        Ok(())
+    }
+
+    /// A client publishes one message to `name` through node `index`.
+    fn publish(&mut self, index: usize, name: String) -> Result<(), String> {
+        if self.nodes[index].node.is_none() {
+            return Ok(());
+        }
+        let publish = client_frame::Body::Publish(wire::Publish {
+            queue: name.clone(),
+            messages: vec![wire::OutgoingMessage {
+                payload: Bytes::from(format!("{name}@{}", self.now_ms)),
+                ..Default::default()
+            }],
+        });
+        let request_id = self.nodes[index].next_request;
+        self.nodes[index]
+            .outstanding
+            .insert(request_id, (format!("+{name}"), self.now_ms));
+        self.send_client(index, publish)?;
         Ok(())
     }
 
@@ -766,6 +815,11 @@ impl Simulation {
             .map(|entry| entry.term);
         if let Some(term) = term {
             self.nodes[index].acknowledged.insert(at, term);
+            if self.chaos && self.rng.below(100) < self.faults.crash_after_ack {
+                // The worst moment: the acknowledgement is on its way.
+                let after = self.rng.below(3);
+                self.schedule(after, Event::Crash(index));
+            }
         }
     }
 
@@ -847,6 +901,11 @@ impl Simulation {
             let Some((name, _)) = node.outstanding.remove(&frame.request_id) else {
                 continue;
             };
+            if let Some(queue) = name.strip_prefix('+') {
+                let queue = queue.to_string();
+                self.publish_answered(index, queue, frame.body)?;
+                continue;
+            }
             let deleting = name.starts_with('-');
             match frame.body {
                 Some(server_frame::Body::Done(_)) => {
@@ -872,6 +931,73 @@ impl Simulation {
             }
         }
         Ok(())
+    }
+
+    /// A publish was answered: stored (by the node serving the queue), or redirected to the
+    /// node `NOT_LEADER` names, which the client follows as the real client does.
+    fn publish_answered(
+        &mut self,
+        index: usize,
+        queue: String,
+        body: Option<server_frame::Body>,
+    ) -> Result<(), String> {
+        let seed = self.seed;
+        match body {
+            Some(server_frame::Body::PublishOk(ok)) => {
+                let node = self.nodes[index].node.as_ref().expect("running");
+                let placed = node
+                    .catalog()
+                    .into_iter()
+                    .find(|(_, entry)| entry.name == queue)
+                    .map(|(_, entry)| entry.leader());
+                if placed != Some(self.nodes[index].id) {
+                    return Err(format!(
+                        "seed {seed}: node {} stored a publish to {queue}, placed on {placed:?}",
+                        index + 1
+                    ));
+                }
+                self.published.entry(queue).or_default().extend(
+                    ok.sequences
+                        .iter()
+                        .map(|sequence| crate::ids::Sequence(*sequence)),
+                );
+                Ok(())
+            }
+            Some(server_frame::Body::Error(error)) => {
+                let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+                match code {
+                    ErrorCode::NotLeader => {
+                        let target = self.configs[0]
+                            .cluster
+                            .nodes
+                            .iter()
+                            .position(|node| node.client == error.leader_address);
+                        let Some(target) = target else {
+                            return Err(format!(
+                                "seed {seed}: NOT_LEADER for {queue} names no node: '{}' ({})",
+                                error.leader_address, error.message
+                            ));
+                        };
+                        if target == index {
+                            return Err(format!(
+                                "seed {seed}: node {} sent a publish to {queue} to itself",
+                                index + 1
+                            ));
+                        }
+                        self.redirects += 1;
+                        self.schedule(1, Event::PublishTo(target, queue));
+                        Ok(())
+                    }
+                    ErrorCode::Unavailable => Ok(()),
+                    other => Err(format!(
+                        "seed {seed}: publishing to {queue} through node {} failed: {other:?} {}",
+                        index + 1,
+                        error.message
+                    )),
+                }
+            }
+            other => Err(format!("an unexpected answer to a publish: {other:?}")),
+        }
     }
 
     /// Every node's committed entries agree with one history (kept in `canonical`).
@@ -956,6 +1082,12 @@ impl Simulation {
             return Ok(());
         };
         let status = node.cluster_status().expect("a cluster");
+        let malformed = node.counters().peer_frames_malformed;
+        if malformed > 0 && self.bug.is_none() {
+            return Err(format!(
+                "seed {seed}: node {id} refused {malformed} peer frame(s) no correct peer sends"
+            ));
+        }
         let mut crash_now = false;
         if status.role == Role::Leader {
             match self.leaders.insert(status.term, id) {
@@ -1108,12 +1240,68 @@ impl Simulation {
                 ));
             }
         }
+        self.check_published("before the final restart")?;
+        // Every node crashes (losing what it did not sync) and restarts: each rebuilds the
+        // same catalog from its log and saved commit index, and its queues from their logs.
+        for index in 0..self.nodes.len() {
+            let rng = &mut self.rng;
+            let node = &mut self.nodes[index];
+            node.node = None;
+            node.epoch += 1;
+            node.storage
+                .crash(|unsynced| rng.below(unsynced as u64 + 1) as usize);
+            self.start(index)?;
+        }
+        let again = self.nodes[0].node.as_ref().expect("restarted").catalog();
+        if again != first {
+            return Err(format!(
+                "seed {seed}: after a restart node 1 has catalog {again:?}, before {first:?}"
+            ));
+        }
+        for sim_node in &self.nodes[1..] {
+            let catalog = sim_node.node.as_ref().expect("restarted").catalog();
+            if catalog != first {
+                return Err(format!(
+                    "seed {seed}: after a restart node {} has catalog {catalog:?}",
+                    sim_node.id
+                ));
+            }
+        }
+        self.check_published("after the final restart")?;
+        self.report.publishes_confirmed = self.published.values().map(Vec::len).sum();
+        self.report.redirects = self.redirects;
         self.report.confirmed = self.confirmed.len();
         self.report.events = self.events_handled;
         self.report.trace_hash = self.trace;
         self.report.virtual_ms = self.now_ms;
         self.report.terms_with_leader = self.leaders.len();
         Ok(std::mem::take(&mut self.report))
+    }
+}
+
+impl Simulation {
+    /// Every confirmed publish is held by the node serving its queue.
+    fn check_published(&self, when: &str) -> Result<(), String> {
+        for (queue, sequences) in &self.published {
+            let serving = self.nodes.iter().find_map(|sim_node| {
+                let node = sim_node.node.as_ref()?;
+                node.queue(queue).map(|state| (sim_node.id, state))
+            });
+            let Some((id, state)) = serving else {
+                return Err(format!(
+                    "seed {}: {when}, no node serves {queue}, which confirmed {} publishes",
+                    self.seed,
+                    sequences.len()
+                ));
+            };
+            if let Some(missing) = sequences.iter().find(|s| state.messages.get(**s).is_none()) {
+                return Err(format!(
+                    "seed {}: {when}, node {id} lost confirmed message {missing:?} of {queue}",
+                    self.seed
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,14 @@
 //! The `peer_frames` target: arbitrary peer frames and sequences of well-formed-looking Raft
 //! messages from up to four peers, driven into a node through the router, with time passing.
 //!
-//! After every input: the node's invariants hold; every peer frame is counted in and, as no
-//! log replicates on a single node yet, counted dropped; the node sends nothing to any peer or
-//! connection; and a Raft message that the wire decoding accepts encodes back to itself.
+//! The node is a single node or (by the seed's lowest bit) node 1 of a cluster of three, whose
+//! metadata group takes the messages of peers 2 and 3 (peer 4 is not a member); its storage
+//! completes at once.
+//!
+//! After every input: the node's invariants hold; every peer frame is counted in; a single node
+//! counts every one dropped and sends nothing to peers; a clustered node sends only to its two
+//! peers; nothing reaches a client; and a Raft message that the wire decoding accepts encodes
+//! back to itself.
 //!
 //! Layout of the input: eight bytes of seed, then steps; each step starts with a byte choosing
 //! (modulo 8): 0-2 raw bytes as a frame, 3-6 a Raft message built from the following bytes, 7
@@ -14,9 +19,10 @@ use krest_proto::peer::{self as wire, peer_frame, raft_message, PeerFrame};
 use prost::Message as _;
 
 use super::byte_source::ByteSource;
-use crate::config::Config;
+use crate::config::{ClusterNode, Config};
 use crate::ids::NodeId;
 use crate::io::{Input, Recovered};
+use crate::memory_storage::MemoryStorage;
 use crate::node::Node;
 use crate::raft;
 use crate::router::{Event, Mailbox, MailboxRouter};
@@ -33,11 +39,33 @@ pub fn peer_frames(data: &[u8]) {
         monotonic: Instant(1_000),
         wall: UnixMillis(1_700_000_000_000),
     };
-    let node = Node::new(Config::default(), Recovered::default(), seed, now)
-        .expect("a node starts from nothing");
+    let clustered = seed & 1 == 1;
+    let mut config = Config::default();
+    if clustered {
+        config.cluster.nodes = (1..=3)
+            .map(|id| ClusterNode {
+                id,
+                client: format!("10.0.0.{id}:7654"),
+                peer: format!("10.0.0.{id}:7656"),
+            })
+            .collect();
+    }
+    let node =
+        Node::new(config, Recovered::default(), seed, now).expect("a node starts from nothing");
     let mailbox = Mailbox::default();
     let mut router = MailboxRouter::new(node);
-    let _ = router.take_storage_requests();
+    let mut storage = MemoryStorage::default();
+    let mut settle = |router: &mut MailboxRouter, now: Now| {
+        for _ in 0..16 {
+            let requests = router.take_storage_requests();
+            if requests.is_empty() && !storage.has_pending() {
+                return;
+            }
+            let done = storage.run(requests, true);
+            router.on_storage_done(now, done);
+        }
+    };
+    settle(&mut router, now);
     for peer in 1..=4 {
         let outbox = mailbox.peer_outbox(NodeId(peer));
         router.on_event(
@@ -69,11 +97,14 @@ pub fn peer_frames(data: &[u8]) {
                 now.monotonic = now.monotonic + Millis(source.up_to(5_000));
                 now.wall = now.wall + Millis(source.up_to(5_000));
                 router.on_timer(now);
+                settle(&mut router, now);
+                check_peers(&mailbox, clustered);
                 continue;
             }
         };
         frames += 1;
         router.on_event(now, Event::Input(Input::PeerFrame { peer, body }));
+        settle(&mut router, now);
         let node = router.node();
         node.check_invariants();
         let counters = node.counters();
@@ -81,22 +112,31 @@ pub fn peer_frames(data: &[u8]) {
             counters.peer_frames_in, frames,
             "every peer frame is counted"
         );
-        assert_eq!(
-            counters.peer_frames_dropped, frames,
-            "nothing replicates here yet"
-        );
-        let mail = mailbox.take();
-        assert!(
-            mail.to_connections.is_empty(),
-            "peer frames reach no client"
-        );
-        assert!(
-            mail.to_peers.is_empty(),
-            "a single node says nothing to peers"
-        );
+        if !clustered {
+            assert_eq!(
+                counters.peer_frames_dropped, frames,
+                "a single node replicates nothing"
+            );
+        }
+        check_peers(&mailbox, clustered);
         assert_eq!(router.unroutable(), 0);
     }
-    let _ = router.take_storage_requests();
+}
+
+/// Nothing reaches a client; a single node says nothing to peers; a clustered one speaks
+/// only to the members of its group.
+fn check_peers(mailbox: &Mailbox, clustered: bool) {
+    let mail = mailbox.take();
+    assert!(
+        mail.to_connections.is_empty(),
+        "peer frames reach no client"
+    );
+    for (peer, _) in &mail.to_peers {
+        assert!(
+            clustered && (peer.0 == 2 || peer.0 == 3),
+            "node 1 sent to peer {peer} (clustered: {clustered})"
+        );
+    }
 }
 
 /// A Raft message whose fields come from the fuzz bytes, mostly small numbers so that some

@@ -318,11 +318,23 @@ impl Node {
         }
     }
 
-    /// A Raft message of the metadata group from `peer`.
-    pub(super) fn on_raft_message(&mut self, peer: NodeId, message: crate::raft::Message) {
+    /// A Raft message of the metadata group from `peer`; `false` if no correct peer could
+    /// have sent it (the group dropped it).
+    pub(super) fn on_raft_message(&mut self, peer: NodeId, message: crate::raft::Message) -> bool {
+        // A leader appends only records it encoded: an entry that does not decode is refused
+        // before it can reach the log (applying it would have nothing to go on).
+        if let crate::raft::Message::AppendEntries { entries, .. } = &message {
+            let undecodable = entries.iter().any(|entry| {
+                !entry.body.is_empty() && MetadataRecord::decode(entry.body.clone()).is_err()
+            });
+            if undecodable {
+                return false;
+            }
+        }
         let now = self.now.monotonic;
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.driver.step(now, peer, message);
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.driver.step(now, peer, message),
+            None => false,
         }
     }
 
@@ -764,6 +776,24 @@ impl Node {
         Some((
             ErrorCode::NotLeader,
             format!("queue '{name}' is served by node {leader}{NOT_LEADER_SEPARATOR}{address}"),
+        ))
+    }
+
+    /// The answer for a queue this node does not know, when another node leads the metadata
+    /// group: that leader's catalog is the whole committed one.
+    pub(super) fn unknown_here(&self, name: &str) -> Option<RequestError> {
+        let cluster = self.cluster.as_ref()?;
+        let leader = cluster.driver.group().leader()?;
+        if leader == self.node_id {
+            return None;
+        }
+        let address = cluster.addresses.get(&leader).cloned().unwrap_or_default();
+        Some((
+            ErrorCode::NotLeader,
+            format!(
+                "queue '{name}' is not known here yet; the metadata leader, node {leader}, \
+                 knows every queue{NOT_LEADER_SEPARATOR}{address}"
+            ),
         ))
     }
 

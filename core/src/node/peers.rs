@@ -24,11 +24,13 @@ impl Node {
             Ok(Some(peer_frame::Body::Hello(_))) | Ok(None) | Err(_) => (false, false),
             Ok(Some(peer_frame::Body::Raft(message))) => match wire::decode(message) {
                 Ok((log, envelope)) if envelope.from == peer && envelope.to == self.node_id => {
-                    let used = clustered && log == LogId::Metadata;
-                    if used {
-                        self.on_raft_message(peer, envelope.message);
+                    match clustered && log == LogId::Metadata {
+                        true => {
+                            let possible = self.on_raft_message(peer, envelope.message);
+                            (possible, possible)
+                        }
+                        false => (true, false),
                     }
-                    (true, used)
                 }
                 _ => (false, false),
             },

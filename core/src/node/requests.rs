@@ -168,12 +168,18 @@ impl Node {
         if let Some(error) = self.served_elsewhere(name) {
             return Err(error);
         }
-        self.queue_names.get(name).copied().ok_or_else(|| {
-            (
-                ErrorCode::QueueNotFound,
-                format!("queue '{name}' does not exist; declare it first"),
-            )
-        })
+        if let Some(id) = self.queue_names.get(name) {
+            return Ok(*id);
+        }
+        // A node that has not applied a declaration yet sends the client to the metadata
+        // leader, which has (a declaration is confirmed only after it committed).
+        if let Some(error) = self.unknown_here(name) {
+            return Err(error);
+        }
+        Err((
+            ErrorCode::QueueNotFound,
+            format!("queue '{name}' does not exist; declare it first"),
+        ))
     }
 
     pub(super) fn on_declare(

@@ -23,8 +23,9 @@
 //!   timeout (the original Krest-MQ's "Kid" rule) plus jitter from the seeded rng, so it
 //!   normally wins; a member whose log is behind never does.
 //!
-//! Not yet here (the cluster issues build on this): membership changes, learners, log
-//! compaction and snapshots, and the wiring into [`crate::Node`] and the simulator.
+//! The node runs its metadata group through [`crate::cluster::GroupDriver`]. Not yet here (the
+//! cluster issues build on this): queue groups of several members, membership changes,
+//! learners, log compaction and snapshots.
 
 mod group;
 mod message;

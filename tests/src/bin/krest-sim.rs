@@ -320,9 +320,11 @@ fn print_report(report: &Report) {
         report.trace_hash,
         report.ending
     );
-    if let Some((catalog_writes, peer_frames)) = report.cluster {
+    if let Some((declares, peer_frames, redirects)) = report.cluster {
         println!(
-            "  catalog declares confirmed at the end {catalog_writes}, peer frames sent {peer_frames}"
+            "  declares confirmed at the end {declares}, publishes confirmed {} (after \
+             {redirects} NOT_LEADER redirects followed), peer frames sent {peer_frames}",
+            report.publishes_confirmed
         );
     } else {
         println!(

@@ -119,8 +119,9 @@ pub struct Report {
     pub history_tail: Vec<String>,
     /// Nodes simulated.
     pub nodes: usize,
-    /// Catalog writes confirmed and peer frames sent (a cluster run).
-    pub cluster: Option<(usize, u64)>,
+    /// A cluster run: declares confirmed at the end, peer frames sent, `NOT_LEADER` answers
+    /// the clients followed.
+    pub cluster: Option<(usize, u64, u64)>,
 }
 
 /// How many nodes `seed` runs: half the seeds one node (this simulator, its streams as they
@@ -199,13 +200,13 @@ fn run_cluster(options: Options, nodes: usize) -> Report {
             .into_iter()
             .collect(),
         faults,
-        publishes_confirmed: 0,
+        publishes_confirmed: result.publishes_confirmed as u64,
         deliveries: 0,
         acks_confirmed: 0,
         operations_unknown: 0,
         history_tail: Vec::new(),
         nodes,
-        cluster: Some((result.confirmed, result.peer_frames)),
+        cluster: Some((result.confirmed, result.peer_frames, result.redirects)),
     }
 }
 

@@ -248,7 +248,14 @@ impl Cluster {
             Event::Deliver(envelope) => {
                 let member = self.index_of(envelope.to);
                 if let Some(group) = self.members[member].group.as_mut() {
-                    group.step(Instant(self.now_ms), envelope.from, envelope.message);
+                    let from = envelope.from;
+                    if !group.step(Instant(self.now_ms), from, envelope.message) {
+                        // Correct members send only possible messages; a bug may not.
+                        return Err(format!(
+                            "member {} refused a message from {from} no correct member sends",
+                            envelope.to
+                        ));
+                    }
                     return self.drive(member);
                 }
             }

@@ -231,3 +231,95 @@ fn a_restarted_member_never_votes_twice_in_a_term() {
         "the planted bug is caught: it votes a second time"
     );
 }
+
+/// Messages no correct member sends are refused before they change anything: another leader
+/// of the leader's own term, a log that contradicts a follower's committed entries, an
+/// acknowledgement of entries the leader never had.
+#[test]
+fn impossible_messages_are_refused_unchanged() {
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let entry = |index: u64, term: u64| Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        body: Bytes::from_static(b"e"),
+    };
+    // A follower in term 2 with two entries, both committed.
+    let mut follower = RaftGroup::new(
+        NodeId(1),
+        &ids,
+        HardState {
+            term: Term(2),
+            voted_for: None,
+        },
+        vec![entry(1, 1), entry(2, 2)],
+        RaftConfig::default(),
+        Rng::from_seed(1),
+        Instant(0),
+    );
+    follower.restore_commit(LogIndex(2));
+    let overwrite = Message::AppendEntries {
+        term: Term(3),
+        prev_log_index: LogIndex(1),
+        prev_log_term: Term(1),
+        entries: vec![entry(2, 3)],
+        leader_commit: LogIndex(2),
+    };
+    assert!(!follower.step(Instant(1), NodeId(2), overwrite));
+    let bad_previous = Message::AppendEntries {
+        term: Term(3),
+        prev_log_index: LogIndex(2),
+        prev_log_term: Term(1),
+        entries: Vec::new(),
+        leader_commit: LogIndex(2),
+    };
+    assert!(!follower.step(Instant(1), NodeId(2), bad_previous));
+    let from_nothing = Message::AppendEntries {
+        term: Term(3),
+        prev_log_index: LogIndex(0),
+        prev_log_term: Term(2),
+        entries: Vec::new(),
+        leader_commit: LogIndex(0),
+    };
+    assert!(!follower.step(Instant(1), NodeId(2), from_nothing));
+    assert_eq!(follower.term(), Term(2), "nothing changed");
+    assert_eq!(follower.log(), [entry(1, 1), entry(2, 2)]);
+    assert!(follower.take_ready().is_empty());
+
+    // A member of three that wins an election with a second vote.
+    let mut leader = RaftGroup::new(
+        NodeId(3),
+        &ids,
+        HardState::default(),
+        Vec::new(),
+        RaftConfig::default(),
+        Rng::from_seed(2),
+        Instant(0),
+    );
+    leader.tick(Instant(10_000));
+    let pre_vote_term = leader.term().0 + 1;
+    let granted = |term: u64, pre_vote: bool| Message::VoteResponse {
+        term: Term(term),
+        granted: true,
+        pre_vote,
+    };
+    assert!(leader.step(Instant(10_001), NodeId(2), granted(pre_vote_term, true)));
+    let term = leader.term().0;
+    assert!(leader.step(Instant(10_002), NodeId(2), granted(term, false)));
+    assert_eq!(leader.role(), Role::Leader);
+    let second_leader = Message::AppendEntries {
+        term: Term(term),
+        prev_log_index: LogIndex(0),
+        prev_log_term: Term(0),
+        entries: Vec::new(),
+        leader_commit: LogIndex(0),
+    };
+    assert!(!leader.step(Instant(10_003), NodeId(1), second_leader));
+    let beyond = Message::AppendResponse {
+        term: Term(term),
+        success: true,
+        match_index: LogIndex(leader.last_index().0 + 5),
+    };
+    assert!(!leader.step(Instant(10_004), NodeId(1), beyond));
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.commit_index(), LogIndex(0));
+}
