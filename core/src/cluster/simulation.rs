@@ -68,6 +68,9 @@ pub struct Faults {
     pub crash_new_leader: u64,
     /// Chance (per cent) of a crash right after a follower acknowledges an append.
     pub crash_after_ack: u64,
+    /// Chance (per mille) that a storage completion is a failure instead: the node fences
+    /// itself, and is restarted a little later.
+    pub storage_failure: u64,
 }
 
 impl Faults {
@@ -92,6 +95,11 @@ impl Faults {
             crash_after_vote: rng.below(30),
             crash_new_leader: rng.below(40),
             crash_after_ack: rng.below(5),
+            storage_failure: if rng.below(100) < 30 {
+                1 + rng.below(10)
+            } else {
+                0
+            },
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct FaultCounts {
     pub crashes: u64,
     /// Pauses.
     pub pauses: u64,
+    /// Storage failures (each fences a node until its restart).
+    pub storage_failures: u64,
 }
 
 /// What one seed's run did, for reports.
@@ -148,6 +158,8 @@ enum Event {
     },
     Storage(usize, u64),
     Crash(usize),
+    /// A fenced node's process is restarted (by its operator or supervisor).
+    Kill(usize),
     Restart(usize),
     Pause(usize),
     Partition,
@@ -358,6 +370,75 @@ impl Simulation {
         self.finish()
     }
 
+    /// Handles events up to `until_ms` or until `done` says so; returns whether it did.
+    fn run_until(
+        &mut self,
+        until_ms: u64,
+        done: impl Fn(&Simulation) -> bool,
+    ) -> Result<bool, String> {
+        while let Some((&(at, sequence), _)) = self.events.first_key_value() {
+            if done(self) {
+                return Ok(true);
+            }
+            if at > until_ms {
+                break;
+            }
+            let event = self.events.remove(&(at, sequence)).expect("just seen");
+            self.now_ms = at;
+            self.on_event(event)?;
+        }
+        self.now_ms = self.now_ms.max(until_ms);
+        Ok(done(self))
+    }
+
+    /// The node that leads, as every running node agrees, if one does.
+    fn agreed_leader(&self) -> Option<(usize, Term)> {
+        let mut agreed = None;
+        for sim_node in &self.nodes {
+            let Some(node) = sim_node.node.as_ref() else {
+                continue;
+            };
+            let status = node.cluster_status()?;
+            let leader = status.leader?;
+            match agreed {
+                None => agreed = Some((leader, status.term)),
+                Some(known) if known == (leader, status.term) => {}
+                Some(_) => return None,
+            }
+        }
+        let (leader, term) = agreed?;
+        let index = self.nodes.iter().position(|node| node.id == leader)?;
+        let leads = self.nodes[index]
+            .node
+            .as_ref()
+            .and_then(Node::cluster_status)
+            .is_some_and(|status| status.role == Role::Leader);
+        leads.then_some((index, term))
+    }
+
+    /// A calm cluster (no faults, no clients) with the given timing, every node started.
+    fn calm(
+        seed: u64,
+        size: usize,
+        election_ms: u64,
+        heartbeat_ms: u64,
+    ) -> Result<Simulation, String> {
+        let mut simulation = Simulation::new(seed, size);
+        simulation.faults = Faults::default();
+        simulation.chaos = false;
+        for config in &mut simulation.configs {
+            config.cluster.election_timeout_ms = election_ms;
+            config.cluster.heartbeat_interval_ms = heartbeat_ms;
+        }
+        for node in &mut simulation.nodes {
+            node.skew_ms = 0;
+        }
+        for index in 0..size {
+            simulation.start(index)?;
+        }
+        Ok(simulation)
+    }
+
     fn schedule_faults(&mut self) {
         let faults = self.faults;
         for (every, event) in [
@@ -427,6 +508,22 @@ impl Simulation {
                     return Ok(());
                 }
                 self.nodes[index].storage_scheduled = false;
+                if self.chaos && self.rng.below(1_000) < self.faults.storage_failure {
+                    // The disk fails: what was asked is not done; the node fences itself.
+                    self.report.counts.storage_failures += 1;
+                    let storage = &mut self.nodes[index].storage;
+                    storage.pending_syncs.clear();
+                    storage.pending_persists.clear();
+                    storage.pending_reads.clear();
+                    let failed = crate::io::StorageDone::Failed {
+                        log: LogId::Metadata,
+                        reason: "simulated disk failure".into(),
+                    };
+                    self.input(index, Input::StorageDone(failed))?;
+                    let after = 100 + self.rng.below(1_500);
+                    self.schedule(after, Event::Kill(index));
+                    return Ok(());
+                }
                 let mut done = self.nodes[index].storage.complete_reads();
                 done.extend(self.nodes[index].storage.complete_syncs());
                 for completion in done {
@@ -434,11 +531,14 @@ impl Simulation {
                 }
                 Ok(())
             }
-            Event::Crash(index) => {
-                if !self.chaos || self.nodes[index].node.is_none() {
+            Event::Crash(index) | Event::Kill(index) => {
+                let kill = matches!(event, Event::Kill(_));
+                if (!self.chaos && !kill) || self.nodes[index].node.is_none() {
                     return Ok(());
                 }
-                self.report.counts.crashes += 1;
+                if !kill {
+                    self.report.counts.crashes += 1;
+                }
                 let rng = &mut self.rng;
                 let node = &mut self.nodes[index];
                 node.node = None;
@@ -498,7 +598,13 @@ impl Simulation {
                 self.schedule(HEAL_MS, Event::FinalPhase);
                 for index in 0..self.nodes.len() {
                     self.nodes[index].paused_until = 0;
-                    if self.nodes[index].node.is_none() {
+                    let fenced = self.nodes[index]
+                        .node
+                        .as_ref()
+                        .is_some_and(|node| node.fenced().is_some());
+                    if fenced {
+                        self.schedule(0, Event::Kill(index));
+                    } else if self.nodes[index].node.is_none() {
                         self.start(index)?;
                     }
                 }
@@ -1305,6 +1411,64 @@ impl Simulation {
     }
 }
 
+/// Virtual milliseconds from the crash of a calm cluster's leader to a new leader every
+/// surviving node agrees on (the cluster's timing: `election_ms`, `heartbeat_ms`).
+pub fn failover_ms(
+    seed: u64,
+    size: usize,
+    election_ms: u64,
+    heartbeat_ms: u64,
+) -> Result<u64, String> {
+    let mut simulation = Simulation::calm(seed, size, election_ms, heartbeat_ms)?;
+    let settle = 20 * election_ms;
+    if !simulation.run_until(settle, |simulation| simulation.agreed_leader().is_some())? {
+        return Err(format!("seed {seed}: no leader after {settle} ms"));
+    }
+    // Let it lead a while, then kill it for good.
+    let steady = simulation.now_ms + simulation.rng.below(5 * election_ms) + election_ms;
+    simulation.run_until(steady, |_| false)?;
+    let (leader, term) = simulation
+        .agreed_leader()
+        .ok_or_else(|| format!("seed {seed}: the leader was lost while calm"))?;
+    let crashed_at = simulation.now_ms;
+    simulation.nodes[leader].node = None;
+    simulation.nodes[leader].epoch += 1;
+    simulation.nodes[leader].tick_at = None;
+    let deadline = crashed_at + 20 * election_ms;
+    let replaced = simulation.run_until(deadline, |simulation| {
+        simulation
+            .agreed_leader()
+            .is_some_and(|(index, new_term)| index != leader && new_term > term)
+    })?;
+    match replaced {
+        true => Ok(simulation.now_ms - crashed_at),
+        false => Err(format!(
+            "seed {seed}: no new leader within {} ms",
+            20 * election_ms
+        )),
+    }
+}
+
+/// Peer frames per second of a calm cluster of `size` with the given timing, measured over
+/// `seconds` of virtual time once a leader is agreed.
+pub fn idle_peer_frames_per_second(
+    seed: u64,
+    size: usize,
+    election_ms: u64,
+    heartbeat_ms: u64,
+    seconds: u64,
+) -> Result<f64, String> {
+    let mut simulation = Simulation::calm(seed, size, election_ms, heartbeat_ms)?;
+    let settle = 20 * election_ms;
+    if !simulation.run_until(settle, |simulation| simulation.agreed_leader().is_some())? {
+        return Err(format!("seed {seed}: no leader after {settle} ms"));
+    }
+    let before = simulation.report.peer_frames;
+    let end = simulation.now_ms + seconds * 1_000;
+    simulation.run_until(end, |_| false)?;
+    Ok((simulation.report.peer_frames - before) as f64 / seconds as f64)
+}
+
 /// Runs `seed` with `size` nodes.
 pub fn run_seed(seed: u64, size: usize) -> Result<Report, String> {
     Simulation::new(seed, size).run()
@@ -1342,6 +1506,30 @@ mod tests {
             assert_eq!(first.events, second.events);
             assert!(first.events > 1_000, "the run did something");
         }
+    }
+
+    /// A calm cluster replaces a crashed leader within bounded virtual time, with the default
+    /// timing (1 s election timeout, 100 ms heartbeats); prints the distribution (run with
+    /// --nocapture for the figures).
+    #[test]
+    fn a_crashed_leader_is_replaced_in_bounded_virtual_time() {
+        for size in [3, 5] {
+            let mut times: Vec<u64> = (0..40)
+                .map(|seed| failover_ms(seed, size, 1_000, 100).expect("a new leader"))
+                .collect();
+            times.sort_unstable();
+            let (p50, p99, max) = (times[20], times[39 * 99 / 100], times[39]);
+            println!("{size} nodes: failover p50 {p50} ms, p99 {p99} ms, max {max} ms");
+            // Detection takes an election timeout plus rank; the election a round trip.
+            assert!(max <= 4_000, "{size} nodes: failover took {max} ms");
+        }
+        let idle = idle_peer_frames_per_second(1, 3, 1_000, 100, 20).expect("a leader");
+        println!("an idle 3-node cluster: {idle:.1} peer frames per second");
+        // Heartbeats to two followers and their answers: 40 a second; nothing else.
+        assert!(
+            (35.0..=45.0).contains(&idle),
+            "{idle} peer frames per second"
+        );
     }
 
     /// Every consensus bug the simulation can show is caught within 200 seeds: the checkers

@@ -257,21 +257,44 @@ impl Node {
     /// Time passes for the metadata group.
     pub(super) fn tick_cluster(&mut self) {
         let now = self.now.monotonic;
+        if self.fenced.is_some() {
+            return;
+        }
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.driver.tick(now);
         }
     }
 
-    /// When the metadata group next needs time.
+    /// When the metadata group next needs time (never once fenced).
     pub(super) fn cluster_timeout(&self) -> Option<crate::time::Instant> {
+        if self.fenced.is_some() {
+            return None;
+        }
         self.cluster
             .as_ref()
             .map(|cluster| cluster.driver.poll_timeout())
     }
 
+    /// A storage failure: the node leaves its group's work for good (until restarted). It can
+    /// make nothing durable, so it must not lead, vote or acknowledge; falling silent lets the
+    /// others elect a leader that can. Its catalog writes fail.
+    pub(super) fn fence_cluster(&mut self, reason: &str) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let tokens: Vec<u64> = cluster.waits.keys().copied().collect();
+        cluster.held.clear();
+        for token in tokens {
+            self.fail_wait(token, ErrorCode::Unavailable, reason.to_string());
+        }
+    }
+
     /// End of a `handle`: the group's work goes out, committed entries are applied, writes
     /// held for a leader that now may propose are proposed.
     pub(super) fn drain_cluster(&mut self) {
+        if self.fenced.is_some() {
+            return;
+        }
         // Applying may propose (a dead-letter queue) and proposing makes more to drain.
         for _ in 0..4 {
             let Some(cluster) = self.cluster.as_mut() else {
@@ -311,6 +334,9 @@ impl Node {
 
     /// Storage answered a `Persist` barrier.
     pub(super) fn on_group_persisted(&mut self, log: LogId, token: u64) {
+        if self.fenced.is_some() {
+            return;
+        }
         if let Some(cluster) = self.cluster.as_mut() {
             if cluster.replicates(log) {
                 cluster.driver.on_persisted(token, &mut self.commands);
@@ -332,6 +358,9 @@ impl Node {
             }
         }
         let now = self.now.monotonic;
+        if self.fenced.is_some() {
+            return true; // well formed; a fenced node takes no part
+        }
         match self.cluster.as_mut() {
             Some(cluster) => cluster.driver.step(now, peer, message),
             None => false,
@@ -478,6 +507,9 @@ impl Node {
 
     /// A forwarded write arrived from `origin`.
     pub(super) fn on_catalog_proposal(&mut self, origin: NodeId, proposal: CatalogProposal) {
+        if self.fenced.is_some() {
+            return; // the origin's deadline answers its client
+        }
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };

@@ -27,7 +27,7 @@ impl Node {
                     match clustered && log == LogId::Metadata {
                         true => {
                             let possible = self.on_raft_message(peer, envelope.message);
-                            (possible, possible)
+                            (possible, possible && self.fenced.is_none())
                         }
                         false => (true, false),
                     }

@@ -362,6 +362,7 @@ impl Node {
             self.fail_waiter(waiter.action, &message);
         }
         self.fail_parked_redrives(None, ErrorCode::Unavailable, &message);
+        self.fence_cluster(&message);
     }
 
     /// Turns a queue operation's effects into records, timers, deliveries and dead letters.

@@ -165,6 +165,7 @@ fn run_cluster(options: Options, nodes: usize) -> Report {
         ("peer-frame-duplicated", counts.duplicated),
         ("node-crash", counts.crashes),
         ("node-pause", counts.pauses),
+        ("storage-failure", counts.storage_failures),
     ] {
         if value > 0 {
             faults.insert(name, value);
