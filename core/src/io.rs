@@ -53,6 +53,14 @@ pub enum Input {
         /// The protobuf body of a `PeerFrame` (`peer.proto`).
         body: Bytes,
     },
+    /// The link to peer node `peer` came up (`linked`) or went down. The router sends it when
+    /// a link task says so; the node reports which peers are reachable.
+    PeerLink {
+        /// The node at the other end.
+        peer: NodeId,
+        /// Up or down.
+        linked: bool,
+    },
     /// An admin HTTP request. Answered with exactly one `Command::AdminResponse`.
     Admin {
         /// Chosen by the runtime, echoed in the response.

@@ -95,7 +95,8 @@ pub enum Event<Outbox, Responder> {
         /// Where its frames go.
         outbox: Outbox,
     },
-    /// The link to `peer` is gone; its frames are dropped until it is linked again.
+    /// The link to `peer` is gone (its task dropped its inbox first); its frames are dropped
+    /// until it is linked again.
     PeerUnlinked {
         /// The node at the other end.
         peer: NodeId,
@@ -175,9 +176,25 @@ impl<Outbox: ConnectionOutbox, Responder: AdminResponder> Router<Outbox, Respond
             }
             Event::PeerLinked { peer, outbox } => {
                 self.peers.insert(peer, outbox);
+                self.handle(now, Input::PeerLink { peer, linked: true });
             }
             Event::PeerUnlinked { peer } => {
-                self.peers.remove(&peer);
+                // Only a link that is gone: a newer link to the same peer may have replaced it
+                // (its task drops its inbox before saying so).
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|outbox| outbox.is_closed())
+                {
+                    self.peers.remove(&peer);
+                    self.handle(
+                        now,
+                        Input::PeerLink {
+                            peer,
+                            linked: false,
+                        },
+                    );
+                }
             }
             Event::Admin { http, responder } => {
                 let request = AdminRequestId(self.next_admin_request);

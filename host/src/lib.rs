@@ -31,9 +31,14 @@ pub async fn serve<R: Runtime>(
         let error = StartError::adopting(what, &listener);
         adopt(listener).map_err(error)
     };
+    let peering = match opened.peering {
+        Some(peering) => Some((adopt("peer", peering.listener)?, peering.setup)),
+        None => None,
+    };
     let parts = serve::Parts {
         client_listener: adopt("client", opened.client_listener)?,
         admin_listener: adopt("admin", opened.admin_listener)?,
+        peering,
         runtime,
         node: opened.node,
         storage: opened.storage,

@@ -22,6 +22,16 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A peer's address in `cluster.nodes` does not resolve.
+    #[error("cluster.nodes: node {node}'s peer address '{address}' does not resolve: {reason}")]
+    PeerAddress {
+        /// The node.
+        node: u64,
+        /// Its configured peer address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// The data directory could not be opened or recovered.
     #[error("storage: {0}")]
     Storage(#[from] OpenError),
@@ -52,6 +62,7 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Bind { .. } => 69,
+            StartError::PeerAddress { .. } => 78,
             StartError::Storage(_) | StartError::Recovery(_) => 74,
         }
     }
@@ -105,6 +116,16 @@ pub struct Bound {
     pub client: SocketAddr,
     /// The admin HTTP listener.
     pub admin: SocketAddr,
+    /// The peer listener, in a cluster of several nodes.
+    pub peer: Option<SocketAddr>,
+}
+
+/// How a node of a cluster links to the others.
+pub struct Peering {
+    /// Where peers connect, bound.
+    pub listener: TcpListener,
+    /// Who this node is and where the others are.
+    pub setup: crate::serve::peers::PeerSetup,
 }
 
 /// A node ready to serve: recovered, with its storage worker running and both listeners bound
@@ -122,6 +143,8 @@ pub struct Opened {
     pub client_listener: TcpListener,
     /// The admin HTTP listener.
     pub admin_listener: TcpListener,
+    /// Peer links, in a cluster of several nodes.
+    pub peering: Option<Peering>,
     /// Their addresses.
     pub bound: Bound,
 }
@@ -147,7 +170,17 @@ impl Opened {
         let node = recovery.finish()?;
         let client_listener = bind("client", &config.server.listen)?;
         let admin_listener = bind("admin", &config.server.admin_listen)?;
+        let peering = match node.is_clustered() {
+            true => Some(peering(&config, seed)?),
+            false => None,
+        };
         let bound = Bound {
+            peer: peering.as_ref().map(|peering| {
+                peering
+                    .listener
+                    .local_addr()
+                    .expect("a bound listener has an address")
+            }),
             client: client_listener
                 .local_addr()
                 .expect("a bound listener has an address"),
@@ -162,6 +195,7 @@ impl Opened {
             clock,
             client_listener,
             admin_listener,
+            peering,
             bound,
         })
     }
@@ -169,12 +203,51 @@ impl Opened {
     /// Logs where the server listens and prints the line scripts and tests read to learn the
     /// ports: `krest-server listening client=ADDR admin=ADDR`.
     pub fn announce(&self) {
-        let Bound { client, admin } = self.bound;
+        let Bound {
+            client,
+            admin,
+            peer,
+        } = self.bound;
         let data_dir = &self.config.server.data_dir;
-        tracing::info!(%client, %admin, %data_dir, "krest-server ready");
-        println!("krest-server listening client={client} admin={admin}");
+        tracing::info!(%client, %admin, ?peer, %data_dir, "krest-server ready");
+        match peer {
+            Some(peer) => {
+                println!("krest-server listening client={client} admin={admin} peer={peer}")
+            }
+            None => println!("krest-server listening client={client} admin={admin}"),
+        }
         let _ = std::io::stdout().flush();
     }
+}
+
+/// Binds the peer listener and resolves every other node's peer address.
+fn peering(config: &Config, seed: u64) -> Result<Peering, StartError> {
+    use std::net::ToSocketAddrs as _;
+    let listener = bind("peer", &config.cluster.peer_listen)?;
+    let me = config.server.node_id;
+    let mut peers = Vec::new();
+    for node in config.cluster.nodes.iter().filter(|node| node.id != me) {
+        let error = |reason: String| StartError::PeerAddress {
+            node: node.id,
+            address: node.peer.clone(),
+            reason,
+        };
+        let address = node
+            .peer
+            .to_socket_addrs()
+            .map_err(|source| error(source.to_string()))?
+            .next()
+            .ok_or_else(|| error("no address".into()))?;
+        peers.push((krest_core::ids::NodeId(node.id), address));
+    }
+    let setup = crate::serve::peers::PeerSetup {
+        node_id: krest_core::ids::NodeId(me),
+        cluster_id: config.cluster.cluster_id.clone(),
+        incarnation: seed,
+        peers,
+        max_frame_bytes: config.limits.max_frame_bytes,
+    };
+    Ok(Peering { listener, setup })
 }
 
 fn bind(what: &'static str, address: &str) -> Result<TcpListener, StartError> {

@@ -1,5 +1,6 @@
 //! The few things an async runtime must lend the serving loops ([`crate::serve`]): spawning a
-//! task, a timer, accepting and splitting a TCP connection, reading, writing and closing it, and
+//! task, a timer, accepting, dialing and splitting a TCP connection, reading, writing and closing
+//! it, and
 //! running a blocking call off the event-loop thread. `krest-runtime-tokio` and
 //! `krest-runtime-smol` each implement [`Runtime`] in a few dozen lines; everything else about
 //! serving is written once, here.
@@ -36,6 +37,12 @@ pub trait Runtime: Clone + 'static {
         &self,
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer, SocketAddr)>>;
+
+    /// Connects to `address` (a peer node): with `TCP_NODELAY` set, split into halves.
+    fn connect(
+        &self,
+        address: SocketAddr,
+    ) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer)>>;
 
     /// Reads what the socket has (up to about 64 KiB), appending it to `buffer`; 0 means the
     /// peer closed.

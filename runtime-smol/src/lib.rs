@@ -32,6 +32,18 @@ pub async fn run(
     krest_host::serve(runtime, opened, TcpListener::try_from, shutdown).await
 }
 
+/// A connection with `TCP_NODELAY`, as a reader with its chunk and a writer (clones of one
+/// stream).
+fn split(stream: TcpStream) -> (Reader, TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let chunk = vec![0; krest_core::router::InboundFrames::READ_CHUNK_BYTES].into();
+    let reader = Reader {
+        stream: stream.clone(),
+        chunk,
+    };
+    (reader, stream)
+}
+
 /// smol, as the serving loops use it.
 #[derive(Clone)]
 pub struct Smol {
@@ -60,13 +72,12 @@ impl krest_host::Runtime for Smol {
 
     async fn accept(&self, listener: &TcpListener) -> io::Result<(Reader, TcpStream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let chunk = vec![0; krest_core::router::InboundFrames::READ_CHUNK_BYTES].into();
-        let reader = Reader {
-            stream: stream.clone(),
-            chunk,
-        };
-        Ok((reader, stream, peer))
+        let (reader, writer) = split(stream);
+        Ok((reader, writer, peer))
+    }
+
+    async fn connect(&self, address: SocketAddr) -> io::Result<(Reader, TcpStream)> {
+        Ok(split(TcpStream::connect(address).await?))
     }
 
     async fn read(reader: &mut Reader, buffer: &mut BytesMut) -> io::Result<usize> {

@@ -57,6 +57,12 @@ impl krest_host::Runtime for Tokio {
         Ok((reader, writer, peer))
     }
 
+    async fn connect(&self, address: SocketAddr) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream.into_split())
+    }
+
     async fn read(reader: &mut OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
         reader.read_buf(buffer).await
     }

@@ -42,6 +42,8 @@ pub struct Server {
     child: Option<Child>,
     data_dir: PathBuf,
     extra_arguments: Vec<String>,
+    /// Whether the listeners come from the arguments (port 0) rather than a config file.
+    listen_anywhere: bool,
     /// The client listener of the current process.
     pub client: SocketAddr,
     /// The admin listener of the current process.
@@ -60,6 +62,24 @@ impl Server {
 
     /// Starts a server with extra command-line arguments (e.g. `--set limits.max_queues=2`).
     pub fn start_with(kind: ServerKind, arguments: &[&str]) -> Server {
+        Server::start_inner(kind, arguments, true)
+    }
+
+    /// Starts a server whose listeners `config_text` (a `krest.toml`, written to the server's
+    /// directory) fixes, as a cluster's nodes must be: its peers know where to find it.
+    pub fn start_configured(kind: ServerKind, config_text: &str) -> Server {
+        static NEXT_CONFIG: AtomicU64 = AtomicU64::new(0);
+        let number = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "krest-test-{}-config-{number}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, config_text).expect("a config file");
+        let config = path.to_string_lossy().to_string();
+        Server::start_inner(kind, &["--config", &config], false)
+    }
+
+    fn start_inner(kind: ServerKind, arguments: &[&str], listen_anywhere: bool) -> Server {
         let number = NEXT_DIRECTORY.fetch_add(1, Ordering::Relaxed);
         let data_dir =
             std::env::temp_dir().join(format!("krest-test-{}-{number}", std::process::id()));
@@ -74,6 +94,7 @@ impl Server {
                 .iter()
                 .map(|argument| argument.to_string())
                 .collect(),
+            listen_anywhere,
             client: "127.0.0.1:0".parse().expect("address"),
             admin: "127.0.0.1:0".parse().expect("address"),
         };
@@ -83,10 +104,14 @@ impl Server {
 
     fn spawn(&mut self) {
         let stderr = std::fs::File::create(&self.stderr_path).expect("stderr file");
+        let listen: &[&str] = match self.listen_anywhere {
+            true => &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+            false => &[],
+        };
         let mut child = Command::new(binary(self.kind))
             .arg("--data-dir")
             .arg(self.data_dir.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(listen)
             .args(&self.extra_arguments)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -422,7 +422,7 @@ async fn metrics_are_valid_prometheus_text_with_every_queue_counter_after_traffi
 
 async fn cluster_reports_node_id_role_term_and_peers(kind: ServerKind) {
     // Proves /v1/cluster describes this node as JSON: its configured id, leader of itself, a
-    // term, no peers, not fenced.
+    // term, itself the only node (reachable), not fenced.
     let server = Server::start_with(kind, &["--node-id", "7"]);
     let response = http(&server, "GET", "/v1/cluster", "");
     assert_eq!(response.status, 200, "{response:?}");
@@ -432,7 +432,10 @@ async fn cluster_reports_node_id_role_term_and_peers(kind: ServerKind) {
     assert_eq!(cluster["role"], "leader");
     assert_eq!(cluster["leader"], 7);
     assert!(cluster["term"].as_u64().is_some_and(|term| term >= 1));
-    assert_eq!(cluster["peers"], json!([]));
+    let nodes = cluster["nodes"].as_array().expect("a list of nodes");
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    assert_eq!(nodes[0]["id"], 7);
+    assert_eq!(nodes[0]["reachable"], true);
     assert_eq!(cluster["fenced"], Value::Null);
     http(&server, "POST", "/v1/cluster", "").assert_error(405, "METHOD_NOT_ALLOWED");
 }

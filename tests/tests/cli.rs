@@ -375,14 +375,15 @@ fn queue_ls_and_info_print_a_table_and_key_value_lines(kind: ServerKind) {
             vec![
                 "NAME",
                 "KIND",
+                "NODE",
                 "MESSAGES",
                 "BYTES",
                 "IN_FLIGHT",
                 "DELAYED",
                 "SUBSCRIPTIONS"
             ],
-            vec!["alerts", "temporary", "0", "0", "0", "0", "0"],
-            vec!["orders", "persistent", "1", "2", "0", "0", "1"],
+            vec!["alerts", "temporary", "1", "0", "0", "0", "0", "0"],
+            vec!["orders", "persistent", "1", "1", "2", "0", "0", "1"],
         ]
     );
     let info = succeed(&server, &["queue", "info", "orders"]);

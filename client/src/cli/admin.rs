@@ -66,7 +66,7 @@ fn parse_response(response: &[u8]) -> anyhow::Result<AdminResponse> {
     })
 }
 
-/// `krest cluster info`: node id, role, term and peers.
+/// `krest cluster info`: node id, role, term, leader and every node as this one sees it.
 pub async fn cluster_info(globals: &Globals) -> anyhow::Result<()> {
     let response = request(&globals.admin, "GET", "/v1/cluster").await?;
     anyhow::ensure!(
@@ -81,10 +81,22 @@ pub async fn cluster_info(globals: &Globals) -> anyhow::Result<()> {
         println!("{cluster}");
         return Ok(());
     }
-    for key in ["node_id", "role", "term", "leader", "peers"] {
+    for key in ["node_id", "role", "term", "leader"] {
         if let Some(value) = cluster.get(key) {
             println!("{key:<8} {}", plain(value));
         }
+    }
+    for node in cluster["nodes"].as_array().into_iter().flatten() {
+        let reachable = match node["reachable"].as_bool() {
+            Some(true) => "reachable",
+            _ => "unreachable",
+        };
+        println!(
+            "node {:<3} client {:<21} peer {:<21} {reachable}",
+            plain(&node["id"]),
+            plain(&node["client"]),
+            plain(&node["peer"])
+        );
     }
     Ok(())
 }

@@ -118,6 +118,7 @@ fn print_list(globals: &Globals, queues: &[QueueInfo]) -> anyhow::Result<()> {
     let header = [
         "NAME",
         "KIND",
+        "NODE",
         "MESSAGES",
         "BYTES",
         "IN_FLIGHT",
@@ -127,14 +128,23 @@ fn print_list(globals: &Globals, queues: &[QueueInfo]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = queues
         .iter()
         .map(|queue| {
+            // Counts of a queue served by another node are known only there.
+            let count = |value: u64| match queue.served_here {
+                true => value.to_string(),
+                false => "-".to_string(),
+            };
             vec![
                 queue.name.clone(),
                 kind_name(queue.settings.as_ref().map_or(0, |s| s.kind)).to_string(),
-                queue.messages.to_string(),
-                queue.bytes.to_string(),
-                queue.in_flight.to_string(),
-                queue.delayed.to_string(),
-                queue.subscriptions.len().to_string(),
+                queue.leader.to_string(),
+                count(queue.messages),
+                count(queue.bytes),
+                count(queue.in_flight),
+                count(queue.delayed),
+                match queue.served_here {
+                    true => queue.subscriptions.len().to_string(),
+                    false => "-".to_string(),
+                },
             ]
         })
         .collect();
@@ -155,6 +165,15 @@ fn print_info(globals: &Globals, info: &QueueInfo) -> anyhow::Result<()> {
     let lines = [
         ("name", info.name.clone()),
         ("kind", kind_name(settings.kind).to_string()),
+        ("leader", info.leader.to_string()),
+        (
+            "replicas",
+            info.replicas
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ("messages", info.messages.to_string()),
         ("bytes", info.bytes.to_string()),
         ("in_flight", info.in_flight.to_string()),
@@ -216,14 +235,20 @@ pub fn queue_json(info: &QueueInfo) -> Value {
             })
         })
         .collect();
+    let count = |value: u64| match info.served_here {
+        true => json!(value),
+        false => Value::Null,
+    };
     json!({
         "name": info.name,
         "kind": kind_name(settings.kind),
-        "messages": info.messages,
-        "bytes": info.bytes,
-        "in_flight": info.in_flight,
-        "delayed": info.delayed,
-        "next_sequence": info.next_sequence,
+        "leader": info.leader,
+        "replicas": info.replicas,
+        "messages": count(info.messages),
+        "bytes": count(info.bytes),
+        "in_flight": count(info.in_flight),
+        "delayed": count(info.delayed),
+        "next_sequence": count(info.next_sequence),
         "settings": {
             "kind": kind_name(settings.kind),
             "max_messages": settings.max_messages,

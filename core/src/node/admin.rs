@@ -24,7 +24,11 @@ impl Node {
                 Ok(())
             }
             ("GET", ["readyz"]) => {
-                match self.fenced.clone() {
+                let no_leader = self
+                    .cluster_status()
+                    .is_some_and(|status| status.leader.is_none())
+                    .then(|| "no metadata leader is known yet".to_string());
+                match self.fenced.clone().or(no_leader) {
                     None => self.respond(
                         request,
                         200,
@@ -51,14 +55,7 @@ impl Node {
                 Ok(())
             }
             ("GET", ["v1", "cluster"]) => {
-                let body = json!({
-                    "node_id": self.node_id.0,
-                    "role": "leader",
-                    "term": self.term.0,
-                    "leader": self.node_id.0,
-                    "peers": [],
-                    "fenced": self.fenced,
-                });
+                let body = self.cluster_json();
                 self.respond_json(request, 200, &body);
                 Ok(())
             }
@@ -72,9 +69,22 @@ impl Node {
                 self.respond_json(request, 200, &Value::Array(list));
                 Ok(())
             }
-            ("GET", ["v1", "queues", name]) => self.queue_info_by_name(name).map(|info| {
-                self.respond_json(request, 200, &queue_info_json(&info));
-            }),
+            ("GET", ["v1", "queues", name]) => {
+                // A queue served by another node: what the catalog says (where, not how full).
+                let elsewhere = self
+                    .all_queue_infos()
+                    .into_iter()
+                    .find(|info| info.name == *name && !info.served_here);
+                match elsewhere {
+                    Some(info) => {
+                        self.respond_json(request, 200, &queue_info_json(&info));
+                        Ok(())
+                    }
+                    None => self.queue_info_by_name(name).map(|info| {
+                        self.respond_json(request, 200, &queue_info_json(&info));
+                    }),
+                }
+            }
             ("PUT", ["v1", "queues", name]) => self.admin_declare(request, name, &http.body),
             ("DELETE", ["v1", "queues", name]) if self.is_clustered() => {
                 let then = super::cluster::CatalogThen::Admin {
@@ -450,14 +460,21 @@ pub fn queue_info_json(info: &QueueInfo) -> Value {
         2 => "drop-oldest",
         _ => "reject-publish",
     };
+    // A queue served by another node has no counts here.
+    let count = |value: u64| match info.served_here {
+        true => json!(value),
+        false => Value::Null,
+    };
     json!({
         "name": info.name,
         "kind": kind,
-        "messages": info.messages,
-        "bytes": info.bytes,
-        "in_flight": info.in_flight,
-        "delayed": info.delayed,
-        "next_sequence": info.next_sequence,
+        "leader": info.leader,
+        "replicas": info.replicas,
+        "messages": count(info.messages),
+        "bytes": count(info.bytes),
+        "in_flight": count(info.in_flight),
+        "delayed": count(info.delayed),
+        "next_sequence": count(info.next_sequence),
         "settings": {
             "kind": kind,
             "max_messages": settings.max_messages,

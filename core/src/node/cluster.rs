@@ -52,6 +52,8 @@ pub struct CatalogQueue {
     pub name: String,
     /// Its kind.
     pub kind: QueueKind,
+    /// Its settings, as declared.
+    pub settings: krest_proto::client::QueueSettings,
     /// The nodes holding its log, the serving node first.
     pub replicas: Vec<NodeId>,
 }
@@ -163,6 +165,85 @@ impl Node {
             commit_index: group.commit_index(),
             applied: cluster.driver.applied(),
         })
+    }
+
+    /// `GET /v1/cluster`: this node's view of the cluster.
+    pub(super) fn cluster_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let Some(status) = self.cluster_status() else {
+            let listen = &self.config.server.listen;
+            return json!({
+                "node_id": self.node_id.0,
+                "role": "leader",
+                "term": self.term.0,
+                "leader": self.node_id.0,
+                "commit_index": null,
+                "nodes": [{ "id": self.node_id.0, "client": listen, "peer": null,
+                            "reachable": true }],
+                "fenced": self.fenced,
+            });
+        };
+        let role = match status.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::PreCandidate | Role::Candidate => "candidate",
+        };
+        // Linked, or heard from within three election timeouts.
+        let window = Millis(3 * self.config.cluster.election_timeout_ms);
+        let nodes: Vec<serde_json::Value> = self
+            .config
+            .cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let id = NodeId(node.id);
+                let reachable = id == self.node_id
+                    || self.peer_links.contains(&id)
+                    || self
+                        .peer_heard
+                        .get(&id)
+                        .is_some_and(|heard| *heard + window >= self.now.monotonic);
+                json!({ "id": node.id, "client": node.client, "peer": node.peer,
+                        "reachable": reachable })
+            })
+            .collect();
+        json!({
+            "node_id": self.node_id.0,
+            "role": role,
+            "term": status.term.0,
+            "leader": status.leader.map(|id| id.0),
+            "commit_index": status.commit_index.0,
+            "nodes": nodes,
+            "fenced": self.fenced,
+        })
+    }
+
+    /// Every queue this node knows: its own (served here) and, in a cluster, the catalog's
+    /// served elsewhere (without counts), by name.
+    pub(super) fn all_queue_infos(&self) -> Vec<krest_proto::client::QueueInfo> {
+        let mut infos: BTreeMap<String, krest_proto::client::QueueInfo> = self
+            .queue_names
+            .values()
+            .map(|id| {
+                let info = self.queue_info(*id);
+                (info.name.clone(), info)
+            })
+            .collect();
+        if let Some(cluster) = self.cluster.as_ref() {
+            for queue in cluster.catalog.values() {
+                infos
+                    .entry(queue.name.clone())
+                    .or_insert_with(|| krest_proto::client::QueueInfo {
+                        name: queue.name.clone(),
+                        settings: Some(queue.settings.clone()),
+                        leader: queue.leader().0,
+                        replicas: queue.replicas.iter().map(|id| id.0).collect(),
+                        served_here: false,
+                        ..Default::default()
+                    });
+            }
+        }
+        infos.into_values().collect()
     }
 
     /// The catalog as this node applied it: every durable queue of the cluster.
@@ -761,6 +842,7 @@ impl Node {
                     CatalogQueue {
                         name: declared.name.clone(),
                         kind: settings.kind,
+                        settings: settings.to_wire(),
                         replicas: replicas.clone(),
                     },
                 );

@@ -115,6 +115,10 @@ pub struct Node {
     encoder: krest_proto::frame::SharedEncoder,
     /// The metadata group and the catalog, when this node is one of a cluster of several.
     cluster: Option<Box<cluster::ClusterState>>,
+    /// When each peer was last heard from (a well-formed frame), by this node's clock.
+    peer_heard: BTreeMap<NodeId, Instant>,
+    /// Peers with a link up, as the runtime reports.
+    peer_links: BTreeSet<NodeId>,
 }
 
 impl Node {
@@ -181,6 +185,8 @@ impl Node {
             parked_redrives: Vec::new(),
             encoder: krest_proto::frame::SharedEncoder::new(),
             cluster: None,
+            peer_heard: BTreeMap::new(),
+            peer_links: BTreeSet::new(),
         };
         Ok(NodeRecovery::new(node))
     }
@@ -219,6 +225,13 @@ impl Node {
             Input::ClientDisconnected { conn } => self.on_client_disconnected(conn),
             Input::StorageDone(done) => self.on_storage_done(done),
             Input::PeerFrame { peer, body } => self.on_peer_frame(peer, body),
+            Input::PeerLink { peer, linked } => {
+                if linked {
+                    self.peer_links.insert(peer);
+                } else {
+                    self.peer_links.remove(&peer);
+                }
+            }
             Input::Admin { request, http } => self.on_admin_request(request, http),
         }
         self.flush();

@@ -52,6 +52,8 @@ impl Node {
         };
         if !well_formed {
             self.counters.peer_frames_malformed += 1;
+        } else {
+            self.peer_heard.insert(peer, self.now.monotonic);
         }
         if !used {
             self.counters.peer_frames_dropped += 1;

@@ -199,6 +199,7 @@ impl NodeRecovery {
                     let entry = super::CatalogQueue {
                         name: queue.name.clone(),
                         kind: queue.settings.kind,
+                        settings: queue.settings.to_wire(),
                         replicas: queue.replicas.clone(),
                     };
                     (*id, entry)

@@ -330,6 +330,9 @@ impl Node {
             delayed: queue.delayed_count(self.now),
             next_sequence: queue.next_sequence.0,
             subscriptions,
+            leader: self.node_id.0,
+            replicas: vec![self.node_id.0],
+            served_here: true,
         }
     }
 
@@ -339,11 +342,7 @@ impl Node {
 
     pub(super) fn list_queue_infos(&self) -> QueueList {
         QueueList {
-            queues: self
-                .queue_names
-                .values()
-                .map(|id| self.queue_info(*id))
-                .collect(),
+            queues: self.all_queue_infos(),
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod peers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,6 +84,8 @@ pub struct Parts<R: Runtime> {
     pub client_listener: R::Listener,
     /// The admin HTTP listener, adopted by the runtime.
     pub admin_listener: R::Listener,
+    /// In a cluster: the peer listener, adopted by the runtime, and the peers.
+    pub peering: Option<(R::Listener, peers::PeerSetup)>,
 }
 
 /// What woke the loop.
@@ -103,6 +106,7 @@ pub async fn run<R: Runtime>(parts: Parts<R>, shutdown: impl Future<Output = ()>
         limits,
         client_listener,
         admin_listener,
+        peering,
     } = parts;
     let (events, receiver) = async_channel::bounded::<Event>(EVENT_QUEUE_CAPACITY);
     // Dropping `stop_accepting` ends both accept loops (and closes their listeners).
@@ -110,6 +114,11 @@ pub async fn run<R: Runtime>(parts: Parts<R>, shutdown: impl Future<Output = ()>
     let accept_clients =
         connection::accept(runtime.clone(), client_listener, events.clone(), limits);
     runtime.spawn(until_closed(accept_clients, accepting_stopped.clone()));
+    if let Some((listener, setup)) = peering {
+        peers::dial_all(&runtime, &setup, &events);
+        let accept_peers = peers::accept(runtime.clone(), listener, events.clone(), setup);
+        runtime.spawn(until_closed(accept_peers, accepting_stopped.clone()));
+    }
     let accept_admin = admin::accept(runtime.clone(), admin_listener, events);
     runtime.spawn(until_closed(accept_admin, accepting_stopped));
     let mut stop_accepting = Some(stop_accepting);

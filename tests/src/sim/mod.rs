@@ -587,6 +587,7 @@ fn trace_input(trace: &mut Trace, now_ms: u64, input: &Input) {
             trace.number(peer.0 << 4 | 10);
             trace.bytes(body);
         }
+        Input::PeerLink { peer, linked } => trace.number(peer.0 << 4 | (12 + u64::from(*linked))),
     }
 }
 
