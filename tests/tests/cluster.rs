@@ -200,6 +200,35 @@ fn scenario(kinds: [ServerKind; 3]) {
     let info = succeed(&cluster.nodes[0], &["--json", "queue", "info", "billing"]);
     let info: Value = serde_json::from_str(&info).expect("JSON");
     assert_eq!(info["messages"], 1, "{info}");
+
+    // SIGSTOP of the leader: the others elect another; after SIGCONT the paused one follows,
+    // and no term ever has two leaders (sampled throughout).
+    let paused = after as usize;
+    let others: Vec<usize> = (1..=3).filter(|index| *index != paused).collect();
+    let pid = cluster.nodes[paused - 1].pid().expect("running");
+    signal("-STOP", pid);
+    let (during, during_term) = cluster.agreed_after(&others, new_term);
+    cluster.check_one_leader_per_term(&others, &mut seen);
+    assert_ne!(during as usize, paused);
+    signal("-CONT", pid);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        cluster.check_one_leader_per_term(&[1, 2, 3], &mut seen);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (last, last_term) = cluster.agreed(&[1, 2, 3]);
+    cluster.check_one_leader_per_term(&[1, 2, 3], &mut seen);
+    assert!(last_term >= during_term, "{last} in {last_term}");
+    let view = cluster.view(paused).expect("the paused node answers");
+    assert_ne!(view["role"], "leader", "{view}");
+}
+
+fn signal(which: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
 }
 
 #[test]

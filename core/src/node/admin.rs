@@ -341,7 +341,7 @@ impl Node {
                 self.payload_reads.bytes,
             ),
         ];
-        for (name, kind, help, value) in node_metrics {
+        for (name, kind, help, value) in node_metrics.into_iter().chain(self.cluster_metrics()) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"

@@ -167,6 +167,65 @@ impl Node {
         })
     }
 
+    /// The cluster's metrics (none on a single node): term, role, leader, elections, the
+    /// metadata commit index, peer frames sent.
+    pub(super) fn cluster_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        let group = cluster.driver.group();
+        let role = match group.role() {
+            Role::Follower => 0,
+            Role::PreCandidate | Role::Candidate => 1,
+            Role::Leader => 2,
+        };
+        let (started, won) = group.elections();
+        vec![
+            (
+                "krest_raft_term",
+                "gauge",
+                "The metadata group's current term.",
+                group.term().0,
+            ),
+            (
+                "krest_raft_role",
+                "gauge",
+                "This node's role: 0 follower, 1 candidate, 2 leader.",
+                role,
+            ),
+            (
+                "krest_raft_leader",
+                "gauge",
+                "The metadata leader's node id (0: none known).",
+                group.leader().map_or(0, |id| id.0),
+            ),
+            (
+                "krest_raft_elections_started_total",
+                "counter",
+                "Elections this node started (past the pre-vote).",
+                started,
+            ),
+            (
+                "krest_raft_elections_won_total",
+                "counter",
+                "Elections this node won.",
+                won,
+            ),
+            (
+                "krest_raft_commit_index",
+                "gauge",
+                "The metadata group's commit index.",
+                group.commit_index().0,
+            ),
+            (
+                "krest_peer_frames_out_total",
+                "counter",
+                "Frames sent to peer nodes.",
+                cluster.driver.messages_sent + self.counters.catalog_frames_out,
+            ),
+        ]
+    }
+
     /// `GET /v1/cluster`: this node's view of the cluster.
     pub(super) fn cluster_json(&self) -> serde_json::Value {
         use serde_json::json;
@@ -505,6 +564,7 @@ impl Node {
             }
             Some(leader) => {
                 wait.sent_to = Some(leader);
+                self.counters.catalog_frames_out += 1;
                 let frame = PeerFrame {
                     body: Some(peer_frame::Body::CatalogProposal(CatalogProposal {
                         token,
@@ -571,6 +631,7 @@ impl Node {
             self.on_catalog_proposed(token, placed, leader);
             return;
         }
+        self.counters.catalog_frames_out += 1;
         let (index, term) = placed.map_or((0, 0), |(index, term)| (index.0, term.0));
         let frame = PeerFrame {
             body: Some(peer_frame::Body::CatalogProposed(CatalogProposed {

@@ -72,6 +72,8 @@ pub struct NodeCounters {
     pub peer_frames_malformed: u64,
     /// Peer frames dropped: malformed, or not expected by this node.
     pub peer_frames_dropped: u64,
+    /// Catalog frames sent to peers (Raft messages are counted by the group's driver).
+    pub catalog_frames_out: u64,
 }
 
 /// One broker node.

@@ -84,6 +84,8 @@ pub struct RaftGroup {
     now: Instant,
     ready: Ready,
     bug: Option<RaftBug>,
+    /// Elections this member started (not counting pre-votes) and won, for metrics.
+    elections: (u64, u64),
 }
 
 impl RaftGroup {
@@ -155,6 +157,7 @@ impl RaftGroup {
             now,
             ready: Ready::default(),
             bug,
+            elections: (0, 0),
         };
         group.reset_election_deadline();
         group
@@ -185,6 +188,11 @@ impl RaftGroup {
     /// earlier terms is committed, so what it applied is the whole committed log.
     pub fn leads_committed(&self) -> bool {
         self.role == Role::Leader && self.term_at(self.commit_index) == Some(self.hard_state.term)
+    }
+
+    /// Elections started (past the pre-vote) and won by this member since it started.
+    pub fn elections(&self) -> (u64, u64) {
+        self.elections
     }
 
     /// The voters.
@@ -621,6 +629,7 @@ impl RaftGroup {
             Term(self.term().0 + 1)
         } else {
             self.role = Role::Candidate;
+            self.elections.0 += 1;
             self.hard_state.term = Term(self.term().0 + 1);
             self.hard_state.voted_for = Some(self.id);
             self.ready.hard_state = Some(self.hard_state);
@@ -667,6 +676,7 @@ impl RaftGroup {
     }
 
     fn become_leader(&mut self) {
+        self.elections.1 += 1;
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
