@@ -32,6 +32,22 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The data directory was created by a node with another id.
+    #[error(
+        "the data directory {data_dir} belongs to node {recorded} (its NODE_ID file), not node \
+         {configured} (server.node_id): a node keeps its id for the life of its data"
+    )]
+    NodeIdChanged {
+        /// The directory.
+        data_dir: String,
+        /// The id it was created with.
+        recorded: u64,
+        /// The id configured now.
+        configured: u64,
+    },
+    /// The data directory's NODE_ID file could not be read or written.
+    #[error("the data directory's NODE_ID file: {0}")]
+    NodeIdFile(String),
     /// The data directory could not be opened or recovered.
     #[error("storage: {0}")]
     Storage(#[from] OpenError),
@@ -62,7 +78,8 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Bind { .. } => 69,
-            StartError::PeerAddress { .. } => 78,
+            StartError::PeerAddress { .. } | StartError::NodeIdChanged { .. } => 78,
+            StartError::NodeIdFile(_) => 74,
             StartError::Storage(_) | StartError::Recovery(_) => 74,
         }
     }
@@ -159,6 +176,7 @@ impl Opened {
         // larger than memory is never held whole.
         let mut recovery = Node::recovering(config.clone(), seed, clock.now())?;
         let root = Path::new(&config.server.data_dir);
+        check_node_id(root, config.server.node_id)?;
         for (log, state) in StorageExecutor::read_raft_states_with(&OsFileSystem, root)? {
             recovery.raft_state(log, state);
         }
@@ -217,6 +235,45 @@ impl Opened {
             None => println!("krest-server listening client={client} admin={admin}"),
         }
         let _ = std::io::stdout().flush();
+    }
+}
+
+/// A data directory belongs to one node id for life (its votes and its log are that node's):
+/// the first start records it in `<data_dir>/NODE_ID`; a later start with another id stops.
+fn check_node_id(root: &Path, node_id: u64) -> Result<(), StartError> {
+    let path = root.join("NODE_ID");
+    let file_error =
+        |error: std::io::Error| StartError::NodeIdFile(format!("{}: {error}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let recorded: u64 = text.trim().parse().map_err(|_| {
+                StartError::NodeIdFile(format!(
+                    "{} holds '{}', not an id",
+                    path.display(),
+                    text.trim()
+                ))
+            })?;
+            if recorded != node_id {
+                return Err(StartError::NodeIdChanged {
+                    data_dir: root.display().to_string(),
+                    recorded,
+                    configured: node_id,
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root).map_err(file_error)?;
+            let mut file = std::fs::File::create(&path).map_err(file_error)?;
+            file.write_all(format!("{node_id}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(file_error)?;
+            // The entry itself, durable in its directory.
+            std::fs::File::open(root)
+                .and_then(|directory| directory.sync_all())
+                .map_err(file_error)
+        }
+        Err(error) => Err(file_error(error)),
     }
 }
 

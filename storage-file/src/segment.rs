@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::StorageError;
-use crate::file_system::{EntryKind, FileSystem, OsFileSystem};
+use crate::file_system::{EntryKind, FileSystem};
 use crate::files;
 
 /// The file name extension of segment files.
@@ -148,8 +148,11 @@ pub(crate) fn list_segment_files_in<F: FileSystem>(
     Ok(segments)
 }
 
-/// [`list_segment_files_in`] on the operating system's file system (for the fuzz target).
+/// [`list_segment_files_in`] on the operating system's file system (for the fuzz target and
+/// tests).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn list_segment_files(directory: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    use crate::file_system::OsFileSystem;
     list_segment_files_in(&OsFileSystem, directory)
 }
 

@@ -17,6 +17,8 @@ krest_tests::for_each_server!(krest_tests::call;
     a_locked_data_directory_exits_74,
     a_corrupt_log_exits_74_naming_the_file,
     a_port_in_use_exits_69,
+    a_data_directory_of_another_node_id_exits_78,
+    a_cluster_list_without_this_node_exits_78,
     print_config_shows_defaults_file_environment_and_flags_merged,
     environment_variables_configure_a_running_server,
     a_second_signal_cuts_a_slow_shutdown_short_with_exit_1,
@@ -157,6 +159,50 @@ fn find_segment(data_dir: &Path, log: &str) -> PathBuf {
     }
     assert_eq!(found.len(), 1, "one segment of {log}: {found:?}");
     found.remove(0)
+}
+
+fn a_data_directory_of_another_node_id_exits_78(kind: ServerKind) {
+    let directory = scratch(kind, "node-id");
+    let listen = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let mut server = Server::start_with(kind, &["--node-id", "2"]);
+    let created = server.data_dir().join("data");
+    assert!(server.terminate().success());
+    let mut arguments = vec!["--node-id", "3"];
+    arguments.extend(listen);
+    let output = Command::new(krest_tests::server::binary(kind))
+        .arg("--data-dir")
+        .arg(&created)
+        .args(&arguments)
+        .output()
+        .expect("the server binary runs");
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("node 2") && text.contains("node 3"),
+        "names both ids: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+fn a_cluster_list_without_this_node_exits_78(kind: ServerKind) {
+    let directory = scratch(kind, "cluster-list");
+    let config = directory.join("krest.toml");
+    std::fs::write(
+        &config,
+        "[server]\nnode_id = 4\n[cluster]\nnodes = [\n\
+         { id = 1, client = \"127.0.0.1:1\", peer = \"127.0.0.1:2\" },\n\
+         { id = 2, client = \"127.0.0.1:3\", peer = \"127.0.0.1:4\" } ]\n",
+    )
+    .expect("a config file");
+    let config = config.to_string_lossy().to_string();
+    let output = run(kind, &directory.join("data"), &["--config", &config], &[]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cluster.nodes"),
+        "names the key: {}",
+        stderr(&output)
+    );
+    let _ = std::fs::remove_dir_all(&directory);
 }
 
 fn a_port_in_use_exits_69(kind: ServerKind) {
