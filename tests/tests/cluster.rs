@@ -138,12 +138,15 @@ fn succeed(node: &Server, arguments: &[&str]) -> String {
 }
 
 fn scenario(kinds: [ServerKind; 3]) {
+    let began = Instant::now();
+    let phase = |name: &str| eprintln!("{kinds:?} {name}: {:.1} s", began.elapsed().as_secs_f64());
     let mut cluster = Cluster::start(kinds);
     let (leader, term) = cluster.agreed(&[1, 2, 3]);
     assert_eq!(leader, 3, "the highest id leads after a clean start");
     let info = succeed(&cluster.nodes[0], &["cluster", "info"]);
     assert!(info.contains("role     follower"), "{info}");
 
+    phase("elected");
     // Queues declared through node 1 are listed by every node, spread over the nodes.
     for name in ["orders", "stock", "billing"] {
         succeed(
@@ -172,6 +175,7 @@ fn scenario(kinds: [ServerKind; 3]) {
     placed.sort_unstable();
     assert_eq!(placed, [1, 2, 3], "one queue per node");
 
+    phase("declared");
     // A publish through node 1 reaches each queue's node; the count is there.
     for name in ["orders", "stock", "billing"] {
         succeed(&cluster.nodes[0], &["pub", name, "hello"]);
@@ -180,6 +184,17 @@ fn scenario(kinds: [ServerKind; 3]) {
         assert_eq!(info["messages"], 1, "{info}");
     }
 
+    phase("published");
+    // A consumer through node 2 gets a message of a queue served by node 1 and acks it.
+    let orders_node = placed_on(&cluster, "orders");
+    let through = if orders_node == 2 { 2 } else { 1 };
+    let got = succeed(
+        &cluster.nodes[through],
+        &["sub", "orders", "--group", "audit", "--count", "1"],
+    );
+    assert_eq!(got, "hello\n");
+
+    phase("consumed");
     // kill -9 of the leader: nodes 1 and 2 elect a new one, in a later term, never two in one.
     let mut seen = Vec::new();
     cluster.nodes[2].kill9();
@@ -189,6 +204,7 @@ fn scenario(kinds: [ServerKind; 3]) {
         new_leader != 3 && new_term > term,
         "{new_leader} in {new_term}"
     );
+    phase("re-elected");
     // The restarted node rejoins as a follower of the new leader.
     cluster.nodes[2].restart();
     let (after, _) = cluster.agreed(&[1, 2, 3]);
@@ -196,11 +212,13 @@ fn scenario(kinds: [ServerKind; 3]) {
     assert_eq!(after, new_leader, "the restarted node does not take over");
     let view = cluster.view(3).expect("node 3 answers");
     assert_eq!(view["role"], "follower", "{view}");
+    phase("rejoined");
     // Its queue survived with its message.
     let info = succeed(&cluster.nodes[0], &["--json", "queue", "info", "billing"]);
     let info: Value = serde_json::from_str(&info).expect("JSON");
     assert_eq!(info["messages"], 1, "{info}");
 
+    phase("checked");
     // SIGSTOP of the leader: the others elect another; after SIGCONT the paused one follows,
     // and no term ever has two leaders (sampled throughout).
     let paused = after as usize;
@@ -210,6 +228,7 @@ fn scenario(kinds: [ServerKind; 3]) {
     let (during, during_term) = cluster.agreed_after(&others, new_term);
     cluster.check_one_leader_per_term(&others, &mut seen);
     assert_ne!(during as usize, paused);
+    phase("stopped-elected");
     signal("-CONT", pid);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
@@ -221,6 +240,19 @@ fn scenario(kinds: [ServerKind; 3]) {
     assert!(last_term >= during_term, "{last} in {last_term}");
     let view = cluster.view(paused).expect("the paused node answers");
     assert_ne!(view["role"], "leader", "{view}");
+}
+
+/// The node serving queue `name`, as node 1 lists it.
+fn placed_on(cluster: &Cluster, name: &str) -> u64 {
+    let listed = succeed(&cluster.nodes[0], &["--json", "queue", "ls"]);
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|queue| queue["name"] == name)
+        .and_then(|queue| queue["leader"].as_u64())
+        .expect("listed")
 }
 
 fn signal(which: &str, pid: u32) {

@@ -49,6 +49,8 @@ pub struct GroupDriver {
     applied: LogIndex,
     /// Messages sent, for metrics.
     pub messages_sent: u64,
+    /// Their bytes, length prefixes included.
+    pub bytes_sent: u64,
 }
 
 impl GroupDriver {
@@ -65,6 +67,7 @@ impl GroupDriver {
             saved,
             applied,
             messages_sent: 0,
+            bytes_sent: 0,
         }
     }
 
@@ -220,9 +223,11 @@ impl GroupDriver {
         let frame = PeerFrame {
             body: Some(peer_frame::Body::Raft(wire::encode(self.log, envelope))),
         };
+        let frame = krest_proto::frame::frame_bytes(&frame);
+        self.bytes_sent += frame.len() as u64;
         commands.push_back(Command::SendToPeer {
             peer: envelope.to,
-            frame: krest_proto::frame::frame_bytes(&frame),
+            frame,
         });
     }
 }

@@ -223,6 +223,12 @@ impl Node {
                 "Frames sent to peer nodes.",
                 cluster.driver.messages_sent + self.counters.catalog_frames_out,
             ),
+            (
+                "krest_peer_bytes_out_total",
+                "counter",
+                "Bytes of the frames sent to peer nodes, length prefixes included.",
+                cluster.driver.bytes_sent + self.counters.catalog_bytes_out,
+            ),
         ]
     }
 
@@ -564,17 +570,13 @@ impl Node {
             }
             Some(leader) => {
                 wait.sent_to = Some(leader);
-                self.counters.catalog_frames_out += 1;
                 let frame = PeerFrame {
                     body: Some(peer_frame::Body::CatalogProposal(CatalogProposal {
                         token,
                         record: Some(record),
                     })),
                 };
-                self.commands.push_back(crate::io::Command::SendToPeer {
-                    peer: leader,
-                    frame: krest_proto::frame::frame_bytes(&frame),
-                });
+                self.send_catalog_frame(leader, &frame);
             }
             None => {} // the deadline answers, or a later attempt finds a leader
         }
@@ -631,7 +633,6 @@ impl Node {
             self.on_catalog_proposed(token, placed, leader);
             return;
         }
-        self.counters.catalog_frames_out += 1;
         let (index, term) = placed.map_or((0, 0), |(index, term)| (index.0, term.0));
         let frame = PeerFrame {
             body: Some(peer_frame::Body::CatalogProposed(CatalogProposed {
@@ -641,10 +642,15 @@ impl Node {
                 leader: leader.map_or(0, |id| id.0),
             })),
         };
-        self.commands.push_back(crate::io::Command::SendToPeer {
-            peer: origin,
-            frame: krest_proto::frame::frame_bytes(&frame),
-        });
+        self.send_catalog_frame(origin, &frame);
+    }
+
+    fn send_catalog_frame(&mut self, peer: NodeId, frame: &PeerFrame) {
+        let frame = krest_proto::frame::frame_bytes(frame);
+        self.counters.catalog_frames_out += 1;
+        self.counters.catalog_bytes_out += frame.len() as u64;
+        self.commands
+            .push_back(crate::io::Command::SendToPeer { peer, frame });
     }
 
     /// A forwarded write arrived from `origin`.

@@ -74,6 +74,8 @@ pub struct NodeCounters {
     pub peer_frames_dropped: u64,
     /// Catalog frames sent to peers (Raft messages are counted by the group's driver).
     pub catalog_frames_out: u64,
+    /// Their bytes.
+    pub catalog_bytes_out: u64,
 }
 
 /// One broker node.

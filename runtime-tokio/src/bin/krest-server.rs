@@ -17,9 +17,12 @@ fn main() -> ExitCode {
             .build()
             .expect("the tokio runtime starts");
         runtime.block_on(async {
+            // Before the ready line: a script that signals as soon as it reads it must get a
+            // clean stop, not the default action of an unhandled SIGTERM.
+            let signals = ShutdownSignals::register();
             let opened = Opened::open(config)?;
             opened.announce();
-            krest_runtime_tokio::run(opened, shutdown_signal()).await
+            krest_runtime_tokio::run(opened, shutdown_signal(signals)).await
         })
     })
 }
@@ -28,8 +31,7 @@ fn main() -> ExitCode {
 ///
 /// Both signal streams are registered before the first signal and kept for the second, so a
 /// second signal that comes right after the first is not lost.
-async fn shutdown_signal() {
-    let mut signals = ShutdownSignals::register();
+async fn shutdown_signal(mut signals: ShutdownSignals) {
     signals.next().await;
     tokio::spawn(async move {
         signals.next().await;
