@@ -46,26 +46,7 @@ impl Node {
             let need = queue.declared_at.map(|index| (LogId::Metadata, index));
             return Ok((id, need));
         }
-        let resolved = QueueSettings::resolve(
-            name,
-            settings,
-            &self.config.queue_defaults,
-            self.config.limits.max_ack_timeout_ms,
-            kind_if_unspecified,
-        )
-        .map_err(|error| (ErrorCode::InvalidArgument, error.0))?;
-        if resolved.dead_letter_queue == name {
-            return Err((
-                ErrorCode::InvalidArgument,
-                format!("queue '{name}' cannot be its own dead-letter queue"),
-            ));
-        }
-        validate_queue_name(&resolved.dead_letter_queue).map_err(|reason| {
-            (
-                ErrorCode::InvalidArgument,
-                format!("dead-letter queue: {reason}"),
-            )
-        })?;
+        let resolved = self.resolve_declared(name, settings, kind_if_unspecified)?;
         if resolved.kind.is_durable() {
             self.refuse_if_fenced()?;
         }
@@ -97,6 +78,38 @@ impl Node {
         self.queue_names.insert(name.to_string(), id);
         self.queues.insert(id, queue);
         Ok((id, need))
+    }
+
+    /// The settings a declaration of `name` asks for, with this node's defaults, checked:
+    /// a valid name, a dead-letter queue of a valid name that is not the queue itself.
+    pub(super) fn resolve_declared(
+        &self,
+        name: &str,
+        settings: &wire::QueueSettings,
+        kind_if_unspecified: Option<QueueKind>,
+    ) -> Result<QueueSettings, RequestError> {
+        validate_queue_name(name).map_err(|reason| (ErrorCode::InvalidArgument, reason))?;
+        let resolved = QueueSettings::resolve(
+            name,
+            settings,
+            &self.config.queue_defaults,
+            self.config.limits.max_ack_timeout_ms,
+            kind_if_unspecified,
+        )
+        .map_err(|error| (ErrorCode::InvalidArgument, error.0))?;
+        if resolved.dead_letter_queue == name {
+            return Err((
+                ErrorCode::InvalidArgument,
+                format!("queue '{name}' cannot be its own dead-letter queue"),
+            ));
+        }
+        validate_queue_name(&resolved.dead_letter_queue).map_err(|reason| {
+            (
+                ErrorCode::InvalidArgument,
+                format!("dead-letter queue: {reason}"),
+            )
+        })?;
+        Ok(resolved)
     }
 
     /// Appends a metadata record; returns its index.
